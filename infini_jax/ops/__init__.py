@@ -1,0 +1,21 @@
+"""Pure functions: the math of Infini-attention, with no parameters and no Flax."""
+
+from infini_jax.ops.infini import EMPTY_MEMORY_MODES, infini_attention, infini_segment
+from infini_jax.ops.local import local_attention
+from infini_jax.ops.memory import (
+    GATES,
+    UPDATE_RULES,
+    Memory,
+    gate_value,
+    init_memory,
+    memory_read,
+    memory_write,
+    sigma,
+)
+from infini_jax.ops.rope import apply_rope, rope_angles
+
+__all__ = [
+    "EMPTY_MEMORY_MODES", "GATES", "UPDATE_RULES", "Memory", "apply_rope", "gate_value",
+    "infini_attention", "infini_segment", "init_memory", "local_attention", "memory_read",
+    "memory_write", "rope_angles", "sigma",
+]

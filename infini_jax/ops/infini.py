@@ -1,0 +1,161 @@
+"""Infini-attention: one segment step, and the whole sequence as a `jax.lax.scan` over it."""
+
+import jax
+import jax.numpy as jnp
+
+from infini_jax.ops.local import local_attention
+from infini_jax.ops.memory import (
+    GATES,
+    UPDATE_RULES,
+    Memory,
+    gate_value,
+    init_memory,
+    memory_read,
+    memory_write,
+    sigma,
+)
+
+EMPTY_MEMORY_MODES = ("gate", "local")
+
+
+def check_args(q, k, v, balance, *, update, gate, empty_memory, mask=None, segment_ids=None):
+    """Raises ValueError with one clear line for inconsistent shapes or unknown options."""
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError("q, k, v must be [batch, seq, heads, head_dim]; got shapes "
+                         f"{q.shape}, {k.shape}, {v.shape}")
+    b, t, h, d = q.shape
+    if k.shape != v.shape or k.shape[:2] != (b, t) or k.shape[3] != d:
+        raise ValueError(f"k {k.shape} and v {v.shape} must be [{b}, {t}, kv_heads, {d}]")
+    if h % k.shape[2]:
+        raise ValueError(f"heads={h} is not a multiple of kv_heads={k.shape[2]}")
+    if d % 2:
+        raise ValueError(f"head_dim={d} must be even for RoPE")
+    if balance is not None and balance.shape != (h,):
+        raise ValueError(f"balance has shape {balance.shape}; expected [heads] = ({h},)")
+    for name, x in (("mask", mask), ("segment_ids", segment_ids)):
+        if x is not None and x.shape != (b, t):
+            raise ValueError(f"{name} has shape {x.shape}; expected [batch, seq] = ({b}, {t})")
+    if update not in UPDATE_RULES:
+        raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r} is not one of {GATES}")
+    if empty_memory not in EMPTY_MEMORY_MODES:
+        raise ValueError(f"empty_memory={empty_memory!r} is not one of {EMPTY_MEMORY_MODES}")
+
+
+def infini_segment(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    balance: jax.Array,
+    memory: Memory,
+    *,
+    update: str = "delta",
+    gate: str = "hard_sigmoid",
+    rope_theta: float = 10000.0,
+    mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    empty_memory: str = "gate",
+) -> tuple[jax.Array, Memory]:
+    """One segment of Infini-attention: read memory, attend locally, mix, then write memory.
+
+    Args:
+      q: `[batch, n, heads, head_dim]`; k, v: `[batch, n, kv_heads, head_dim]`, before RoPE.
+      balance: `[heads]` raw balance factors b.
+      memory: state left by the previous segment (`init_memory` for none).
+      mask, segment_ids: `[batch, n]`, as in `infini_attention`.
+      Other arguments: as in `infini_attention`.
+
+    Returns:
+      `(out [batch, n, heads, head_dim] in q.dtype, memory after this segment)`.
+    """
+    b, n, h, d = q.shape
+    kv = k.shape[2]
+    if mask is None:
+        mask = jnp.ones((b, n), bool)
+    if segment_ids is None:
+        segment_ids = jnp.zeros((b, n), jnp.int32)
+    a_dot = local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=rope_theta)
+    a_dot = a_dot.reshape(b, n, kv, h // kv, d).astype(jnp.float32)
+
+    sq = sigma(q).reshape(b, n, kv, h // kv, d)
+    sk = sigma(k)
+    reads = mask & (segment_ids == memory.doc[:, None])
+    a_mem, has_memory = memory_read(sq, memory, reads)
+    g = gate_value(balance, gate).reshape(kv, h // kv, 1)
+    out = g * a_mem + (1.0 - g) * a_dot
+    if empty_memory == "local":
+        out = jnp.where(has_memory[..., None], out, a_dot)
+    out = out * mask[:, :, None, None, None]
+
+    new_memory = memory_write(sk, v, memory, mask, segment_ids, update)
+    return out.reshape(b, n, h, d).astype(q.dtype), new_memory
+
+
+def infini_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    balance: jax.Array,
+    *,
+    segment_len: int,
+    update: str = "delta",
+    gate: str = "hard_sigmoid",
+    rope_theta: float = 10000.0,
+    memory: Memory | None = None,
+    mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    empty_memory: str = "gate",
+) -> tuple[jax.Array, Memory]:
+    """Infini-attention over a whole sequence: a `jax.lax.scan` of `infini_segment`.
+
+    Each segment of `segment_len` tokens attends causally to itself (RoPE positions restart at
+    0) and reads the compressive memory left by the segments before it; then it is written.
+
+    Args:
+      q: `[batch, seq, heads, head_dim]`, before RoPE.
+      k, v: `[batch, seq, kv_heads, head_dim]`, before RoPE; `heads % kv_heads == 0`.
+      balance: `[heads]` raw balance factors b; out = g(b)·A_mem + (1 − g(b))·A_dot per head.
+      segment_len: tokens per segment N; `seq % segment_len == 0`.
+      update: `"linear"` or `"delta"` memory update.
+      gate: `"sigmoid"` or `"hard_sigmoid"` (clip(0.2·b + 0.5, 0, 1)).
+      rope_theta: RoPE base for the local attention (the memory path carries no positions).
+      memory: state to start from (`None` = empty); float32 m `[batch, kv_heads, d, d]`,
+        z `[batch, kv_heads, d]`, doc `[batch]`.
+      mask: `[batch, seq]` bool, False = padding: never attended to, never written, output 0.
+      segment_ids: `[batch, seq]` int document ids of packed sequences: attention stays inside
+        a document, memory is read only by the document that wrote it and is reset when a
+        segment ends in a new document.
+      empty_memory: for a token whose memory is empty (or of another document): `"gate"` mixes
+        A_mem = 0 (the seed study); `"local"` returns A_dot unmixed.
+
+    Returns:
+      `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
+    """
+    check_args(q, k, v, balance, update=update, gate=gate, empty_memory=empty_memory,
+               mask=mask, segment_ids=segment_ids)
+    b, t, h, d = q.shape
+    if segment_len <= 0 or t % segment_len:
+        raise ValueError(f"seq={t} is not a positive multiple of segment_len={segment_len}; "
+                         "pad the sequence (mask=False) to a multiple of segment_len")
+    s = t // segment_len
+    if memory is None:
+        memory = init_memory(b, k.shape[2], d)
+    if mask is None:
+        mask = jnp.ones((b, t), bool)
+    if segment_ids is None:
+        segment_ids = jnp.zeros((b, t), jnp.int32)
+
+    def split(x):  # [b, t, ...] -> [s, b, segment_len, ...]
+        return jnp.swapaxes(x.reshape(b, s, segment_len, *x.shape[2:]), 0, 1)
+
+    def step(mem, xs):
+        qs, ks, vs, ms, ids = xs
+        out, mem = infini_segment(qs, ks, vs, balance, mem, update=update, gate=gate,
+                                  rope_theta=rope_theta, mask=ms, segment_ids=ids,
+                                  empty_memory=empty_memory)
+        return mem, out
+
+    xs = tuple(split(x) for x in (q, k, v, mask, segment_ids))
+    memory, out = jax.lax.scan(step, memory, xs)
+    return jnp.swapaxes(out, 0, 1).reshape(b, t, h, d), memory

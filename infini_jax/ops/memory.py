@@ -1,0 +1,120 @@
+"""The compressive memory of Infini-attention: state, retrieval and update (all float32).
+
+Shapes: `b` batch, `n` tokens in the segment, `k` kv heads, `g` query heads per kv head,
+`d` head_dim. One memory per layer and per kv head; every query head of a group reads it.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+UPDATE_RULES = ("linear", "delta")
+GATES = ("sigmoid", "hard_sigmoid")
+
+
+class Memory(NamedTuple):
+    """State of the compressive memory of one layer (stacked layers add a leading axis).
+
+    Attributes:
+      m: float32 `[batch, kv_heads, head_dim, head_dim]`, the associative matrix M.
+      z: float32 `[batch, kv_heads, head_dim]`, the normaliser z (sum of σ(k) written).
+      doc: int32 `[batch]`, the document (segment id) whose keys the memory holds.
+    """
+
+    m: jax.Array
+    z: jax.Array
+    doc: jax.Array
+
+
+def init_memory(batch: int, kv_heads: int, head_dim: int) -> Memory:
+    """Empty memory: M = 0, z = 0 (so it reads as empty), document 0."""
+    return Memory(
+        m=jnp.zeros((batch, kv_heads, head_dim, head_dim), jnp.float32),
+        z=jnp.zeros((batch, kv_heads, head_dim), jnp.float32),
+        doc=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+def sigma(x: jax.Array) -> jax.Array:
+    """σ(x) = ELU(x) + 1 in float32: the positive feature map of the memory path."""
+    return jax.nn.elu(x.astype(jnp.float32)) + 1.0
+
+
+def gate_value(balance: jax.Array, gate: str) -> jax.Array:
+    """g(b): `"sigmoid"` → sigmoid(b); `"hard_sigmoid"` → clip(0.2·b + 0.5, 0, 1). float32."""
+    b = balance.astype(jnp.float32)
+    if gate == "sigmoid":
+        return jax.nn.sigmoid(b)
+    if gate == "hard_sigmoid":
+        return jnp.clip(0.2 * b + 0.5, 0.0, 1.0)
+    raise ValueError(f"gate={gate!r} is not one of {GATES}")
+
+
+def _safe_ratio(num: jax.Array, den: jax.Array, ok: jax.Array) -> jax.Array:
+    """num / den[..., None] where `ok & den > 0`, else 0; no NaN in values or gradients."""
+    ok = ok & (den > 0)
+    return jnp.where(ok[..., None], num / jnp.where(ok, den, 1.0)[..., None], 0.0)
+
+
+def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A_mem = σ(q) M / (σ(q) z) from the state left by the previous segment.
+
+    Args:
+      sq: σ(q), float32 `[b, n, k, g, d]`.
+      memory: the state before this segment.
+      reads: bool `[b, n]`, tokens allowed to read it (same document, not padding).
+
+    Returns:
+      `(a_mem [b, n, k, g, d], has_memory [b, n, k, g])`; A_mem is 0 where the memory is
+      empty (z all zero) or not readable by that token.
+    """
+    nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
+    has = reads[:, :, None, None] & nonempty[:, None, :, None]
+    num = jnp.einsum("bnkgd,bkde->bnkge", sq, memory.m)
+    den = jnp.einsum("bnkgd,bkd->bnkg", sq, memory.z)
+    return _safe_ratio(num, den, has), has
+
+
+def memory_write(
+    sk: jax.Array,
+    v: jax.Array,
+    memory: Memory,
+    mask: jax.Array,
+    segment_ids: jax.Array,
+    update: str,
+) -> Memory:
+    """Writes one segment into the memory (after it was read).
+
+    The memory follows the document of the segment's last non-padded token: if that document
+    differs from `memory.doc`, M and z are reset first. Only non-padded keys of that document
+    are written. A segment of padding only leaves the memory unchanged.
+
+    Args:
+      sk: σ(k), float32 `[b, n, k, d]`.
+      v: values `[b, n, k, d]`.
+      memory: the state before this segment.
+      mask: bool `[b, n]`, False = padding.
+      segment_ids: int `[b, n]` document ids.
+      update: `"linear"`: M += σ(K)ᵀV; `"delta"`: M += σ(K)ᵀ(V − σ(K)M / (σ(K)z)). Both: z += Σσ(K).
+    """
+    n = mask.shape[1]
+    any_valid = jnp.any(mask, axis=1)
+    last = n - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+    last_doc = jnp.take_along_axis(segment_ids, last[:, None], axis=1)[:, 0].astype(jnp.int32)
+    doc = jnp.where(any_valid, last_doc, memory.doc)
+    keep = doc == memory.doc
+    m = jnp.where(keep[:, None, None, None], memory.m, 0.0)
+    z = jnp.where(keep[:, None, None], memory.z, 0.0)
+    write = (mask & (segment_ids == doc[:, None])).astype(jnp.float32)
+    skw = sk * write[:, :, None, None]
+    vf = v.astype(jnp.float32)
+    if update == "delta":
+        num = jnp.einsum("bnkd,bkde->bnke", sk, m)
+        den = jnp.einsum("bnkd,bkd->bnk", sk, z)
+        vf = vf - _safe_ratio(num, den, jnp.ones(den.shape, bool))
+    elif update != "linear":
+        raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
+    m = m + jnp.einsum("bnkd,bnke->bkde", skw, vf)
+    z = z + jnp.sum(skw, axis=1)
+    return Memory(m=m, z=z, doc=doc)
