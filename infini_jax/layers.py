@@ -1,0 +1,148 @@
+"""Flax linen layers of the LLaMA decoder. Pure: parameters in, outputs (and memory) out.
+
+Every parameter carries logical axis names (`nn.with_logical_partitioning`) that the config's
+sharding rules map onto mesh axes: embed, vocab, mlp, heads, kv_heads, head_dim, layers.
+"""
+
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from infini_jax import ops
+from infini_jax.model_config import ModelConfig
+
+partitioned = nn.with_logical_partitioning
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm over the last axis, computed in float32, with a learned scale."""
+
+    eps: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: `[..., features]` → same shape, `self.dtype`."""
+        scale = self.param("scale", partitioned(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), jnp.float32)
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (xf * scale).astype(self.dtype)
+
+
+def _dense(cfg: ModelConfig, features, axes, name, axis=-1):
+    return nn.DenseGeneral(
+        features, axis=axis, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+        kernel_init=partitioned(nn.initializers.normal(cfg.init_std), axes), name=name)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: `[batch, seq, d_model]` → `[batch, seq, d_model]`."""
+        c = self.cfg
+        gate = _dense(c, c.mlp_dim, ("embed", "mlp"), "gate")(x)
+        up = _dense(c, c.mlp_dim, ("embed", "mlp"), "up")(x)
+        return _dense(c, c.d_model, ("mlp", "embed"), "down")(nn.silu(gate) * up)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query attention of one segment: "full", "local" or "infini"."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, memory: ops.Memory | None, mask: jax.Array,
+                 segment_ids: jax.Array) -> tuple[jax.Array, ops.Memory | None]:
+        """One segment (or the whole sequence for "full") of one layer.
+
+        Args:
+          x: `[batch, n, d_model]` normalised hidden states.
+          memory: this layer's state before the segment (infini), else None.
+          mask: `[batch, n]` bool, False = padding. segment_ids: `[batch, n]` int documents.
+
+        Returns:
+          `(y [batch, n, d_model], memory after the segment or None)`.
+        """
+        c = self.cfg
+        q = _dense(c, (c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), "query")(x)
+        k = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "key")(x)
+        v = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "value")(x)
+        if c.attention == "infini":
+            balance = self.param(
+                "balance", partitioned(nn.initializers.constant(c.balance_init), ("heads",)),
+                (c.num_heads,), jnp.float32)
+            out, memory = ops.infini_segment(
+                q, k, v, balance, memory, update=c.memory_update, gate=c.gate, rope_theta=c.rope_theta,
+                mask=mask, segment_ids=segment_ids, empty_memory=c.empty_memory)
+        else:
+            out = ops.local_attention(q, k, v, mask=mask, segment_ids=segment_ids,
+                                      rope_theta=c.rope_theta)
+        y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
+        return y, memory
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, memory, mask, segment_ids):
+        """x: `[batch, n, d_model]`; memory: this layer's state. Returns `(x, memory)`."""
+        c = self.cfg
+        h, memory = Attention(c, name="attention")(
+            RMSNorm(c.norm_eps, c.compute_dtype, name="attention_norm")(x), memory, mask,
+            segment_ids)
+        x = x + h
+        x = x + MLP(c, name="mlp")(RMSNorm(c.norm_eps, c.compute_dtype, name="mlp_norm")(x))
+        return x, memory
+
+
+class Transformer(nn.Module):
+    """The LLaMA decoder applied to ONE segment: tokens + memory in, logits + memory out.
+
+    The layers are one `nn.scan` (parameters stacked on a leading `layers` axis), so compile
+    time does not grow with depth. The loop over segments lives in `infini_jax.model`.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, memory: ops.Memory | None = None,
+                 mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                 ) -> tuple[jax.Array, ops.Memory | None]:
+        """Args: tokens `[batch, n]` int; memory stacked `[layers, batch, ...]` (infini) or None;
+        mask `[batch, n]` bool; segment_ids `[batch, n]` int.
+
+        Returns: `(logits [batch, n, vocab] float32, memory after the segment)`.
+        """
+        c = self.cfg
+        if mask is None:
+            mask = jnp.ones(tokens.shape, bool)
+        if segment_ids is None:
+            segment_ids = jnp.zeros(tokens.shape, jnp.int32)
+        embed = nn.Embed(
+            c.vocab_size, c.d_model, dtype=c.compute_dtype, param_dtype=jnp.float32,
+            embedding_init=partitioned(nn.initializers.normal(c.init_std), ("vocab", "embed")),
+            name="embed")
+        x = embed(tokens)
+        block = nn.remat(Block, prevent_cse=False) if c.remat_layers else Block
+        stack = nn.scan(
+            block, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast), length=c.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"})
+        x, memory = stack(c, name="layers")(x, memory, mask, segment_ids)
+        x = RMSNorm(c.norm_eps, c.compute_dtype, name="final_norm")(x)
+        if c.tie_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = _dense(c, c.vocab_size, ("embed", "vocab"), "unembed")(x)
+        return logits.astype(jnp.float32), memory
+
+

@@ -1,0 +1,196 @@
+"""The model: scan vs step loop, limits against the baselines, gradients through memory."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infini_jax import model as M
+from tests.conftest import small_model
+
+
+def tokens_for(cfg, seed=0, batch=2, segments=4, low=0, high=None):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.integers(low, high or cfg.vocab_size,
+                                    size=(batch, segments * cfg.segment_len)), jnp.int32)
+
+
+def packed_extras(cfg, batch=2, segments=4):
+    t = segments * cfg.segment_len
+    ids = np.ones((batch, t), np.int32)
+    ids[0, t // 3:] = 2  # a document boundary inside a segment
+    ids[1, -5:] = 0  # trailing padding
+    return jnp.asarray(ids > 0), jnp.asarray(ids)
+
+
+@pytest.mark.parametrize("attention", ["infini", "local"])
+def test_step_loop_equals_scan(attention):
+    cfg = small_model(attention=attention)
+    params = M.init_params(cfg, jax.random.key(0))
+    tokens = tokens_for(cfg)
+    mask, ids = packed_extras(cfg)
+    scanned, mem_scan = M.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    memory = M.init_memory(cfg, 2)
+    n = cfg.segment_len
+    looped = []
+    for s in range(4):
+        sl = slice(s * n, (s + 1) * n)
+        logits, memory = M.segment_step(cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl])
+        looped.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(looped, 1), scanned, atol=1e-5, rtol=1e-5)
+    if attention == "infini":
+        for a, b in zip(memory, mem_scan, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        assert memory.m.shape == (cfg.num_layers, 2, cfg.num_kv_heads, 8, 8)
+        assert memory.m.dtype == jnp.float32
+
+
+def test_all_local_gate_equals_local_model():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(1))
+    local_cfg = dataclasses.replace(cfg, attention="local")
+    local_params = jax.tree.map(lambda x: x, params)
+    del local_params["layers"]["attention"]["balance"]
+    params["layers"]["attention"]["balance"] = jnp.full_like(
+        params["layers"]["attention"]["balance"], -2.5)
+    tokens = tokens_for(cfg)
+    infini, _ = M.sequence_logits(cfg, params, tokens)
+    local, _ = M.sequence_logits(local_cfg, local_params, tokens)
+    np.testing.assert_allclose(infini, local, atol=1e-5, rtol=1e-5)
+    params["layers"]["attention"]["balance"] += 0.5  # g = 0.1: memory now matters
+    assert not np.allclose(M.sequence_logits(cfg, params, tokens)[0], local, atol=1e-3)
+
+
+def test_one_segment_with_local_empty_memory_equals_full():
+    cfg = small_model(empty_memory="local", segment_len=32)
+    params = M.init_params(cfg, jax.random.key(2))
+    full_cfg = dataclasses.replace(cfg, attention="full")
+    full_params = jax.tree.map(lambda x: x, params)
+    del full_params["layers"]["attention"]["balance"]
+    tokens = tokens_for(cfg, segments=1)
+    infini, _ = M.sequence_logits(cfg, params, tokens)
+    full, _ = M.sequence_logits(full_cfg, full_params, tokens)
+    np.testing.assert_allclose(infini, full, atol=1e-5, rtol=1e-5)
+
+
+def _last_segment_loss(cfg, params, tokens):
+    n = cfg.segment_len
+    weights = jnp.zeros(tokens.shape).at[:, -n:].set(1.0)
+    nll, count, _ = M.sequence_loss(cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights)
+    return nll.sum() / count.sum()
+
+
+def _grads(cfg, params, tokens):
+    return jax.grad(_last_segment_loss, argnums=1)(cfg, params, tokens)
+
+
+def test_gradient_reaches_first_segment_through_memory_and_truncation_cuts_it():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(3))
+    half = cfg.vocab_size // 2
+    first = tokens_for(cfg, seed=4, segments=1, high=half)  # ids only used in segment 0
+    rest = tokens_for(cfg, seed=5, segments=3, low=half)
+    tokens = jnp.concatenate([first, rest], axis=1)
+    first_rows = np.unique(np.asarray(first))
+
+    full = _grads(cfg, params, tokens)["embed"]["embedding"]
+    assert np.abs(np.asarray(full)[first_rows]).min() > 0  # every first-segment token is reached
+
+    for k in (1, 2, 3):  # every cut lies between segment 0 and segment 3
+        cut = _grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens)
+        np.testing.assert_array_equal(np.asarray(cut["embed"]["embedding"])[first_rows], 0.0)
+    for k in (4, 5):  # no cut before the last segment: identical to full backprop
+        same = _grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens)
+        np.testing.assert_allclose(same["embed"]["embedding"], full, atol=1e-7)
+
+    local = dataclasses.replace(cfg, attention="local")
+    local_params = jax.tree.map(lambda x: x, params)
+    del local_params["layers"]["attention"]["balance"]
+    g_local = _grads(local, local_params, tokens)["embed"]["embedding"]
+    np.testing.assert_array_equal(np.asarray(g_local)[first_rows], 0.0)
+
+
+def test_truncation_equals_a_constant_memory_for_parameters():
+    """With a cut before the last segment, its parameter gradient equals the gradient of one
+    segment step whose incoming memory is a constant; with full BPTT it does not."""
+    cfg = small_model(bptt_segments=3)
+    params = M.init_params(cfg, jax.random.key(6))
+    tokens = tokens_for(cfg, seed=7)
+    n = cfg.segment_len
+    _, memory = M.sequence_logits(cfg, params, tokens[:, :3 * n])
+
+    def step_loss(params):
+        logits, _ = M.segment_step(cfg, params, tokens[:, 3 * n:], memory)
+        targets = jnp.roll(tokens, -1, 1)[:, 3 * n:]
+        return jnp.mean(jax.nn.logsumexp(logits, -1)
+                        - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0])
+
+    expected = jax.grad(step_loss)(params)
+    cut = _grads(cfg, params, tokens)
+    full = _grads(dataclasses.replace(cfg, bptt_segments=0), params, tokens)
+    wk = ("layers", "attention", "key", "kernel")
+
+    def get(tree):
+        for key in wk:
+            tree = tree[key]
+        return np.asarray(tree)
+
+    np.testing.assert_allclose(get(cut), get(expected), atol=1e-6, rtol=1e-5)
+    assert not np.allclose(get(full), get(expected), atol=1e-6, rtol=1e-4)
+
+
+def test_loss_equals_cross_entropy_of_logits():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(8))
+    tokens = tokens_for(cfg, seed=9)
+    mask, ids = packed_extras(cfg)
+    targets = jnp.roll(tokens, -1, 1)
+    nll, count, _ = M.sequence_loss(cfg, params, tokens, targets, mask=mask, segment_ids=ids)
+    assert nll.shape == (4,)
+    logits, _ = M.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    lg = np.asarray(logits, np.float64)
+    logp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - lg.max(-1, keepdims=True)
+    ce = -np.take_along_axis(logp, np.asarray(targets)[..., None], -1)[..., 0]
+    m = np.asarray(mask)
+    np.testing.assert_allclose(nll.sum() / count.sum(), (ce * m).sum() / m.sum(), rtol=1e-5)
+
+
+def test_model_is_causal_through_memory():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(10))
+    tokens = tokens_for(cfg, seed=11, batch=1)
+    base, _ = M.sequence_logits(cfg, params, tokens)
+    for t in (3, 8, 20):
+        changed, _ = M.sequence_logits(cfg, params, tokens.at[0, t].add(1))
+        np.testing.assert_array_equal(changed[:, :t], base[:, :t])
+        assert not np.allclose(changed[:, 24:], base[:, 24:])  # reaches the last segment
+
+
+def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
+    cfg = small_model(segment_len=4)
+    params = M.init_params(cfg, jax.random.key(12))
+    tokens = tokens_for(cfg, seed=13, batch=1, segments=64)
+    ref, ref_mem = M.sequence_logits(cfg, params, tokens)
+    out, mem = M.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
+    assert mem.m.dtype == jnp.float32
+    out = np.asarray(out)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(np.asarray(mem.m)))
+    err = np.abs(out - np.asarray(ref)).mean()
+    assert err < 0.05 * np.abs(np.asarray(ref)).mean(), err
+    p, p_ref = jax.nn.softmax(out), jax.nn.softmax(np.asarray(ref))
+    assert np.abs(p - p_ref).sum(-1).max() < 0.05  # next-token distributions agree
+
+
+def test_remat_policies_give_identical_gradients():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(14))
+    tokens = tokens_for(cfg, seed=15)
+    ref = _grads(dataclasses.replace(cfg, remat_policy="none"), params, tokens)
+    for policy, layers in (("nothing_saveable", True), ("dots_saveable", False)):
+        got = _grads(dataclasses.replace(cfg, remat_policy=policy, remat_layers=layers),
+                     params, tokens)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
