@@ -34,8 +34,9 @@ def _check(ok: bool, message: str) -> None:
 def _positive_ints(section: ml_collections.ConfigDict, prefix: str, names: tuple[str, ...]):
     for name in names:
         value = section[name]
+        field = f"{prefix}.{name}" if prefix else name
         _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-               f"config.{prefix}.{name}={value!r} must be a positive integer")
+               f"config.{field}={value!r} must be a positive integer")
 
 
 def _choice(value, options, field):

@@ -75,41 +75,59 @@ def test_one_segment_with_local_empty_memory_equals_full():
     np.testing.assert_allclose(infini, full, atol=1e-5, rtol=1e-5)
 
 
-def _last_segment_loss(cfg, params, tokens):
-    n = cfg.segment_len
-    weights = jnp.zeros(tokens.shape).at[:, -n:].set(1.0)
+def _weighted_loss(cfg, params, tokens, weights):
     nll, count, _ = M.sequence_loss(cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights)
     return nll.sum() / count.sum()
 
 
-def _grads(cfg, params, tokens):
-    return jax.grad(_last_segment_loss, argnums=1)(cfg, params, tokens)
+_weighted_grads = jax.jit(jax.grad(_weighted_loss, argnums=1), static_argnums=0)
 
 
-def test_gradient_reaches_first_segment_through_memory_and_truncation_cuts_it():
-    cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(3))
+def _grads(cfg, params, tokens, j=-1):
+    """Gradient of the mean next-token loss of segment j only (default: the last); one
+    compile per config, the segment chosen by traced weights."""
+    n = cfg.segment_len
+    j = j % (tokens.shape[1] // n)
+    weights = jnp.zeros(tokens.shape).at[:, j * n:(j + 1) * n].set(1.0)
+    return _weighted_grads(cfg, params, tokens, weights)
+
+
+def _first_segment_case(cfg):
     half = cfg.vocab_size // 2
     first = tokens_for(cfg, seed=4, segments=1, high=half)  # ids only used in segment 0
     rest = tokens_for(cfg, seed=5, segments=3, low=half)
-    tokens = jnp.concatenate([first, rest], axis=1)
-    first_rows = np.unique(np.asarray(first))
+    return jnp.concatenate([first, rest], axis=1), np.unique(np.asarray(first))
 
+
+def test_gradient_reaches_first_segment_through_memory():
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(3))
+    tokens, first_rows = _first_segment_case(cfg)
     full = _grads(cfg, params, tokens)["embed"]["embedding"]
     assert np.abs(np.asarray(full)[first_rows]).min() > 0  # every first-segment token is reached
-
-    for k in (1, 2, 3):  # every cut lies between segment 0 and segment 3
-        cut = _grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens)
-        np.testing.assert_array_equal(np.asarray(cut["embed"]["embedding"])[first_rows], 0.0)
-    for k in (4, 5):  # no cut before the last segment: identical to full backprop
-        same = _grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens)
-        np.testing.assert_allclose(same["embed"]["embedding"], full, atol=1e-7)
 
     local = dataclasses.replace(cfg, attention="local")
     local_params = jax.tree.map(lambda x: x, params)
     del local_params["layers"]["attention"]["balance"]
     g_local = _grads(local, local_params, tokens)["embed"]["embedding"]
     np.testing.assert_array_equal(np.asarray(g_local)[first_rows], 0.0)
+
+
+@pytest.mark.parametrize("j", [1, 2, 3])
+def test_truncation_cuts_exactly_at_every_kth_boundary(j):
+    """Loss on segment j, cut every k segments: segment 0 is reached iff no cut in 1..j,
+    i.e. iff k > j; when it is reached the gradient equals full backprop's."""
+    cfg = small_model()
+    params = M.init_params(cfg, jax.random.key(3))
+    tokens, first_rows = _first_segment_case(cfg)
+    full = np.asarray(_grads(cfg, params, tokens, j)["embed"]["embedding"])
+    for k in (1, 2, 3, 4):
+        got = np.asarray(_grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens, j)
+                         ["embed"]["embedding"])
+        if k <= j:
+            np.testing.assert_array_equal(got[first_rows], 0.0)
+        else:
+            np.testing.assert_allclose(got, full, atol=1e-7)
 
 
 def test_truncation_equals_a_constant_memory_for_parameters():

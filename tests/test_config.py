@@ -1,0 +1,109 @@
+"""Configs: the seed's parameter count, presets, and one clear error per bad field."""
+
+import jax
+import pytest
+
+from infini_jax import model as M
+from infini_jax.config import ConfigError, load_config, save_config, validate
+from tests.conftest import config_path
+
+
+def n_params(spec):
+    cfg = validate(load_config(config_path(spec)))
+    return M.count_params(jax.eval_shape(lambda: M.init_params(cfg, jax.random.key(0))))
+
+
+def test_seed_300m_parameter_count_is_exact():
+    # 12 × 16,779,272 per layer (incl. 8 gate scalars) + 2 × 49,152 × 1,024 + 1,024.
+    assert n_params("llama_300m_infini.py") == 302_015_584
+    assert n_params("llama_300m_infini.py:linear") == 302_015_584
+
+
+@pytest.mark.parametrize("preset", ["", ":full", ":local"])
+def test_baseline_is_the_same_model_without_gate_scalars(preset):
+    assert n_params("llama_300m_baseline.py" + preset) == 302_015_584 - 12 * 8
+
+
+def test_presets_set_what_they_say():
+    assert load_config(config_path("llama_300m_baseline.py:local")).model.attention == "local"
+    assert load_config(config_path("llama_300m_baseline.py")).model.attention == "full"
+    assert load_config(config_path("llama_300m_infini.py:linear")).model.memory_update == "linear"
+    assert load_config(config_path("tiny.py:local")).model.attention == "local"
+    with pytest.raises(ValueError, match="unknown preset 'bogus'"):
+        load_config(config_path("tiny.py:bogus"))
+
+
+BAD = [
+    ("model.num_heads", 6, r"config.model.num_heads=6 does not divide config.model.d_model=128"),
+    ("model.num_kv_heads", 3, r"config.model.num_kv_heads=3 does not divide .*num_heads=4"),
+    ("data.seq_len", 250, r"config.data.seq_len=250 is not a multiple of .*segment_len=64"),
+    ("model.attention", "sparse", r"config.model.attention='sparse' is not one of"),
+    ("model.gate", "tanh", r"config.model.gate='tanh' is not one of"),
+    ("model.memory_update", "hebb", r"config.model.memory_update='hebb' is not one of"),
+    ("model.empty_memory", "zero", r"config.model.empty_memory='zero' is not one of"),
+    ("model.remat_policy", "all", r"config.model.remat_policy='all' is not one of"),
+    ("model.dtype", "float16", r"config.model.dtype='float16' is not one of"),
+    ("model.d_model", 0, r"config.model.d_model=0 must be a positive integer"),
+    ("model.vocab_size", -5, r"config.model.vocab_size=-5 must be a positive integer"),
+    ("model.num_layers", 0, r"config.model.num_layers=0 must be a positive integer"),
+    ("model.segment_len", 0, r"config.model.segment_len=0 must be a positive integer"),
+    ("model.mlp_dim", -1, r"config.model.mlp_dim=-1 must be a positive integer"),
+    ("data.batch_size", 0, r"config.data.batch_size=0 must be a positive integer"),
+    ("total_steps", 0, r"config.total_steps=0 must be a positive integer"),
+    ("model.init_std", 0.0, r"config.model.init_std=0.0 must be > 0"),
+    ("model.bptt_segments", -1, r"config.model.bptt_segments=-1 must be 0"),
+    ("mesh.fsdp", 0, r"config.mesh.fsdp=0 must be a positive integer or -1"),
+    ("optimizer.b2", 1.0, r"config.optimizer.b2=1.0 must be in \[0, 1\)"),
+    ("optimizer.learning_rate", -1e-3, r"config.optimizer.learning_rate=-0.001 must be >= 0"),
+    ("optimizer.clip_norm", 0.0, r"config.optimizer.clip_norm=0.0 must be > 0"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_field_gives_its_message(tiny_config, field, value, message):
+    validate(tiny_config)  # the default is valid
+    section, _, name = field.rpartition(".")
+    target = tiny_config[section] if section else tiny_config
+    target[name] = value
+    with pytest.raises(ConfigError, match=message) as info:
+        validate(tiny_config)
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_head_dim_must_be_even(tiny_config):
+    tiny_config.model.d_model = 12
+    tiny_config.model.num_heads = 4
+    tiny_config.model.num_kv_heads = 4
+    with pytest.raises(ConfigError, match="head_dim = d_model / num_heads = 3 must be even"):
+        validate(tiny_config)
+
+
+def test_two_free_mesh_axes_are_rejected(tiny_config):
+    tiny_config.mesh.fsdp = -1
+    with pytest.raises(ConfigError, match="at most one of data, fsdp, tensor may be -1"):
+        validate(tiny_config)
+
+
+def test_unknown_model_field_is_rejected(tiny_config):
+    tiny_config.model.num_experts = 4
+    with pytest.raises(ConfigError, match=r"unknown fields \['num_experts'\]"):
+        validate(tiny_config)
+
+
+def test_full_attention_ignores_segment_divisibility(tiny_config):
+    tiny_config.model.attention = "full"
+    tiny_config.data.seq_len = 250
+    validate(tiny_config)
+
+
+def test_missing_config_file_is_one_clear_error():
+    with pytest.raises(ConfigError, match="config file configs/nope.py does not exist"):
+        load_config("configs/nope.py")
+
+
+def test_saved_config_round_trips(tiny_config, tmp_path):
+    import json
+
+    path = save_config(tiny_config, str(tmp_path))
+    with open(path) as f:
+        assert json.load(f) == tiny_config.to_dict()
