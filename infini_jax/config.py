@@ -35,8 +35,10 @@ def _positive_ints(section: ml_collections.ConfigDict, prefix: str, names: tuple
     for name in names:
         value = section[name]
         field = f"{prefix}.{name}" if prefix else name
-        _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-               f"config.{field}={value!r} must be a positive integer")
+        _check(
+            isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            f"config.{field}={value!r} must be a positive integer",
+        )
 
 
 def _choice(value, options, field):
@@ -48,13 +50,16 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     for section in ("mesh", "model", "data", "optimizer"):
         _check(section in config, f"config.{section} is missing; start from configs/tiny.py")
     _check(isinstance(config.seed, int), f"config.seed={config.seed!r} must be an integer")
-    _positive_ints(config, "", ("total_steps", "log_every_steps", "checkpoint_every_steps",
-                                "keep_checkpoints"))
+    _positive_ints(
+        config, "", ("total_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
+    )
 
     axes = [config.mesh[a] for a in ("data", "fsdp", "tensor")]
     for axis, size in zip(("data", "fsdp", "tensor"), axes, strict=True):
-        _check(isinstance(size, int) and (size > 0 or size == -1),
-               f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)")
+        _check(
+            isinstance(size, int) and (size > 0 or size == -1),
+            f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)",
+        )
     _check(axes.count(-1) <= 1, "config.mesh: at most one of data, fsdp, tensor may be -1")
 
     m = config.model
@@ -62,16 +67,33 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         model = ModelConfig.from_config(m)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    _positive_ints(m, "model", ("vocab_size", "num_layers", "d_model", "num_heads",
-                                "num_kv_heads", "mlp_dim", "segment_len"))
-    _check(m.d_model % m.num_heads == 0,
-           f"config.model.num_heads={m.num_heads} does not divide config.model.d_model="
-           f"{m.d_model}; choose them so that head_dim = d_model / num_heads is an integer")
-    _check(model.head_dim % 2 == 0,
-           f"config.model: head_dim = d_model / num_heads = {model.head_dim} must be even (RoPE)")
-    _check(m.num_heads % m.num_kv_heads == 0,
-           f"config.model.num_kv_heads={m.num_kv_heads} does not divide config.model.num_heads="
-           f"{m.num_heads} (grouped-query attention needs whole groups)")
+    _positive_ints(
+        m,
+        "model",
+        (
+            "vocab_size",
+            "num_layers",
+            "d_model",
+            "num_heads",
+            "num_kv_heads",
+            "mlp_dim",
+            "segment_len",
+        ),
+    )
+    _check(
+        m.d_model % m.num_heads == 0,
+        f"config.model.num_heads={m.num_heads} does not divide config.model.d_model="
+        f"{m.d_model}; choose them so that head_dim = d_model / num_heads is an integer",
+    )
+    _check(
+        model.head_dim % 2 == 0,
+        f"config.model: head_dim = d_model / num_heads = {model.head_dim} must be even (RoPE)",
+    )
+    _check(
+        m.num_heads % m.num_kv_heads == 0,
+        f"config.model.num_kv_heads={m.num_kv_heads} does not divide config.model.num_heads="
+        f"{m.num_heads} (grouped-query attention needs whole groups)",
+    )
     _choice(m.attention, ATTENTION_KINDS, "model.attention")
     _choice(m.memory_update, UPDATE_RULES, "model.memory_update")
     _choice(m.gate, GATES, "model.gate")
@@ -80,22 +102,34 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     _choice(m.dtype, DTYPES, "model.dtype")
     for name in ("init_std", "norm_eps", "rope_theta"):
         _check(m[name] > 0, f"config.model.{name}={m[name]!r} must be > 0")
-    _check(isinstance(m.bptt_segments, int) and m.bptt_segments >= 0,
-           f"config.model.bptt_segments={m.bptt_segments!r} must be 0 (full) or a positive k")
+    _check(
+        isinstance(m.bptt_segments, int) and m.bptt_segments >= 0,
+        f"config.model.bptt_segments={m.bptt_segments!r} must be 0 (full) or a positive k",
+    )
 
     d = config.data
     _positive_ints(d, "data", ("seq_len", "batch_size"))
     if m.attention != "full":
-        _check(d.seq_len % m.segment_len == 0,
-               f"config.data.seq_len={d.seq_len} is not a multiple of config.model.segment_len="
-               f"{m.segment_len}; make it one (e.g. {m.segment_len * max(1, d.seq_len // m.segment_len)})")
+        _check(
+            d.seq_len % m.segment_len == 0,
+            f"config.data.seq_len={d.seq_len} is not a multiple of config.model.segment_len="
+            f"{m.segment_len}; use e.g. {m.segment_len * max(1, d.seq_len // m.segment_len)}",
+        )
 
     o = config.optimizer
-    for name in ("learning_rate", "end_learning_rate", "gate_learning_rate", "weight_decay",
-                 "gate_weight_decay", "eps"):
+    for name in (
+        "learning_rate",
+        "end_learning_rate",
+        "gate_learning_rate",
+        "weight_decay",
+        "gate_weight_decay",
+        "eps",
+    ):
         _check(o[name] >= 0, f"config.optimizer.{name}={o[name]!r} must be >= 0")
-    _check(isinstance(o.warmup_steps, int) and o.warmup_steps >= 0,
-           f"config.optimizer.warmup_steps={o.warmup_steps!r} must be an integer >= 0")
+    _check(
+        isinstance(o.warmup_steps, int) and o.warmup_steps >= 0,
+        f"config.optimizer.warmup_steps={o.warmup_steps!r} must be an integer >= 0",
+    )
     for name in ("b1", "b2"):
         _check(0 <= o[name] < 1, f"config.optimizer.{name}={o[name]!r} must be in [0, 1)")
     _check(o.clip_norm > 0, f"config.optimizer.clip_norm={o.clip_norm!r} must be > 0")

@@ -4,7 +4,6 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) that
 sharding rules map onto mesh axes: embed, vocab, mlp, heads, kv_heads, head_dim, layers.
 """
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -24,8 +23,9 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `[..., features]` → same shape, `self.dtype`."""
-        scale = self.param("scale", partitioned(nn.initializers.ones, ("embed",)),
-                           (x.shape[-1],), jnp.float32)
+        scale = self.param(
+            "scale", partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],), jnp.float32
+        )
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
         return (xf * scale).astype(self.dtype)
@@ -33,8 +33,14 @@ class RMSNorm(nn.Module):
 
 def _dense(cfg: ModelConfig, features, axes, name, axis=-1):
     return nn.DenseGeneral(
-        features, axis=axis, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-        kernel_init=partitioned(nn.initializers.normal(cfg.init_std), axes), name=name)
+        features,
+        axis=axis,
+        use_bias=False,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=partitioned(nn.initializers.normal(cfg.init_std), axes),
+        name=name,
+    )
 
 
 class MLP(nn.Module):
@@ -57,8 +63,9 @@ class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, memory: ops.Memory | None, mask: jax.Array,
-                 segment_ids: jax.Array) -> tuple[jax.Array, ops.Memory | None]:
+    def __call__(
+        self, x: jax.Array, memory: ops.Memory | None, mask: jax.Array, segment_ids: jax.Array
+    ) -> tuple[jax.Array, ops.Memory | None]:
         """One segment (or the whole sequence for "full") of one layer.
 
         Args:
@@ -75,14 +82,28 @@ class Attention(nn.Module):
         v = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "value")(x)
         if c.attention == "infini":
             balance = self.param(
-                "balance", partitioned(nn.initializers.constant(c.balance_init), ("heads",)),
-                (c.num_heads,), jnp.float32)
+                "balance",
+                partitioned(nn.initializers.constant(c.balance_init), ("heads",)),
+                (c.num_heads,),
+                jnp.float32,
+            )
             out, memory = ops.infini_segment(
-                q, k, v, balance, memory, update=c.memory_update, gate=c.gate, rope_theta=c.rope_theta,
-                mask=mask, segment_ids=segment_ids, empty_memory=c.empty_memory)
+                q,
+                k,
+                v,
+                balance,
+                memory,
+                update=c.memory_update,
+                gate=c.gate,
+                rope_theta=c.rope_theta,
+                mask=mask,
+                segment_ids=segment_ids,
+                empty_memory=c.empty_memory,
+            )
         else:
-            out = ops.local_attention(q, k, v, mask=mask, segment_ids=segment_ids,
-                                      rope_theta=c.rope_theta)
+            out = ops.local_attention(
+                q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=c.rope_theta
+            )
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
         return y, memory
 
@@ -97,8 +118,11 @@ class Block(nn.Module):
         """x: `[batch, n, d_model]`; memory: this layer's state. Returns `(x, memory)`."""
         c = self.cfg
         h, memory = Attention(c, name="attention")(
-            RMSNorm(c.norm_eps, c.compute_dtype, name="attention_norm")(x), memory, mask,
-            segment_ids)
+            RMSNorm(c.norm_eps, c.compute_dtype, name="attention_norm")(x),
+            memory,
+            mask,
+            segment_ids,
+        )
         x = x + h
         x = x + MLP(c, name="mlp")(RMSNorm(c.norm_eps, c.compute_dtype, name="mlp_norm")(x))
         return x, memory
@@ -114,9 +138,13 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, memory: ops.Memory | None = None,
-                 mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 ) -> tuple[jax.Array, ops.Memory | None]:
+    def __call__(
+        self,
+        tokens: jax.Array,
+        memory: ops.Memory | None = None,
+        mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> tuple[jax.Array, ops.Memory | None]:
         """Args: tokens `[batch, n]` int; memory stacked `[layers, batch, ...]` (infini) or None;
         mask `[batch, n]` bool; segment_ids `[batch, n]` int.
 
@@ -128,15 +156,23 @@ class Transformer(nn.Module):
         if segment_ids is None:
             segment_ids = jnp.zeros(tokens.shape, jnp.int32)
         embed = nn.Embed(
-            c.vocab_size, c.d_model, dtype=c.compute_dtype, param_dtype=jnp.float32,
+            c.vocab_size,
+            c.d_model,
+            dtype=c.compute_dtype,
+            param_dtype=jnp.float32,
             embedding_init=partitioned(nn.initializers.normal(c.init_std), ("vocab", "embed")),
-            name="embed")
+            name="embed",
+        )
         x = embed(tokens)
         block = nn.remat(Block, prevent_cse=False) if c.remat_layers else Block
         stack = nn.scan(
-            block, variable_axes={"params": 0}, split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast), length=c.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"})
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast),
+            length=c.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
         x, memory = stack(c, name="layers")(x, memory, mask, segment_ids)
         x = RMSNorm(c.norm_eps, c.compute_dtype, name="final_norm")(x)
         if c.tie_embeddings:
@@ -144,5 +180,3 @@ class Transformer(nn.Module):
         else:
             logits = _dense(c, c.vocab_size, ("embed", "vocab"), "unembed")(x)
         return logits.astype(jnp.float32), memory
-
-

@@ -77,8 +77,9 @@ def window_len(cfg: ModelConfig, seq_len: int) -> int:
     if cfg.attention == "full":
         return seq_len
     if seq_len % cfg.segment_len:
-        raise ValueError(f"sequence length {seq_len} is not a multiple of "
-                         f"model.segment_len={cfg.segment_len}")
+        raise ValueError(
+            f"sequence length {seq_len} is not a multiple of model.segment_len={cfg.segment_len}"
+        )
     return cfg.segment_len
 
 
@@ -112,8 +113,9 @@ def scan_segments(
         if cfg.bptt_segments > 0:
             cut = (index > 0) & (index % cfg.bptt_segments == 0)
             mem = jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), mem)
-        logits, mem = segment_step(cfg, params, seg_tokens, mem, seg_extras.get("mask"),
-                                   seg_extras.get("segment_ids"))
+        logits, mem = segment_step(
+            cfg, params, seg_tokens, mem, seg_extras.get("mask"), seg_extras.get("segment_ids")
+        )
         return mem, per_segment(logits, seg_extras)
 
     if cfg.remat_policy != "none":
@@ -162,8 +164,9 @@ def sequence_loss(
     if weights is None:
         weights = jnp.ones(tokens.shape, jnp.float32) if mask is None else mask
     extras = {"targets": targets, "weights": weights.astype(jnp.float32)}
-    extras.update({k: x for k, x in (("mask", mask), ("segment_ids", segment_ids))
-                   if x is not None})
+    extras.update(
+        {k: x for k, x in (("mask", mask), ("segment_ids", segment_ids)) if x is not None}
+    )
 
     def per_segment(logits, ex):
         logz = jax.nn.logsumexp(logits, axis=-1)

@@ -32,9 +32,21 @@ def gate_fn(b, gate):
     return min(1.0, max(0.0, 0.2 * b + 0.5))
 
 
-def infini_reference(q, k, v, balance, *, segment_len, update="delta", gate="hard_sigmoid",
-                     rope_theta=10000.0, memory=None, mask=None, segment_ids=None,
-                     empty_memory="gate"):
+def infini_reference(
+    q,
+    k,
+    v,
+    balance,
+    *,
+    segment_len,
+    update="delta",
+    gate="hard_sigmoid",
+    rope_theta=10000.0,
+    memory=None,
+    mask=None,
+    segment_ids=None,
+    empty_memory="gate",
+):
     """Returns (out [B, T, H, D], (M [B, K, D, D], z [B, K, D], doc [B])) in float64."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     bsz, t_len, n_heads, d = q.shape
@@ -57,13 +69,16 @@ def infini_reference(q, k, v, balance, *, segment_len, update="delta", gate="har
             for h in range(n_heads):
                 kvh = h // group
                 g = gate_fn(float(balance[h]), gate)
-                qr = rope(q[bi, lo:lo + segment_len, h], rope_theta)
-                kr = rope(k[bi, lo:lo + segment_len, kvh], rope_theta)
+                qr = rope(q[bi, lo : lo + segment_len, h], rope_theta)
+                kr = rope(k[bi, lo : lo + segment_len, kvh], rope_theta)
                 for ti, t in enumerate(seg):
                     if not mask[bi, t]:
                         continue
-                    keys = [j for j in range(ti + 1)
-                            if mask[bi, lo + j] and ids[bi, lo + j] == ids[bi, t]]
+                    keys = [
+                        j
+                        for j in range(ti + 1)
+                        if mask[bi, lo + j] and ids[bi, lo + j] == ids[bi, t]
+                    ]
                     scores = np.array([qr[ti] @ kr[j] / math.sqrt(d) for j in keys])
                     p = np.exp(scores - scores.max())
                     p /= p.sum()

@@ -13,14 +13,16 @@ from tests.conftest import small_model
 
 def tokens_for(cfg, seed=0, batch=2, segments=4, low=0, high=None):
     rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.integers(low, high or cfg.vocab_size,
-                                    size=(batch, segments * cfg.segment_len)), jnp.int32)
+    return jnp.asarray(
+        rng.integers(low, high or cfg.vocab_size, size=(batch, segments * cfg.segment_len)),
+        jnp.int32,
+    )
 
 
 def packed_extras(cfg, batch=2, segments=4):
     t = segments * cfg.segment_len
     ids = np.ones((batch, t), np.int32)
-    ids[0, t // 3:] = 2  # a document boundary inside a segment
+    ids[0, t // 3 :] = 2  # a document boundary inside a segment
     ids[1, -5:] = 0  # trailing padding
     return jnp.asarray(ids > 0), jnp.asarray(ids)
 
@@ -54,7 +56,8 @@ def test_all_local_gate_equals_local_model():
     local_params = jax.tree.map(lambda x: x, params)
     del local_params["layers"]["attention"]["balance"]
     params["layers"]["attention"]["balance"] = jnp.full_like(
-        params["layers"]["attention"]["balance"], -2.5)
+        params["layers"]["attention"]["balance"], -2.5
+    )
     tokens = tokens_for(cfg)
     infini, _ = M.sequence_logits(cfg, params, tokens)
     local, _ = M.sequence_logits(local_cfg, local_params, tokens)
@@ -88,7 +91,7 @@ def _grads(cfg, params, tokens, j=-1):
     compile per config, the segment chosen by traced weights."""
     n = cfg.segment_len
     j = j % (tokens.shape[1] // n)
-    weights = jnp.zeros(tokens.shape).at[:, j * n:(j + 1) * n].set(1.0)
+    weights = jnp.zeros(tokens.shape).at[:, j * n : (j + 1) * n].set(1.0)
     return _weighted_grads(cfg, params, tokens, weights)
 
 
@@ -122,8 +125,11 @@ def test_truncation_cuts_exactly_at_every_kth_boundary(j):
     tokens, first_rows = _first_segment_case(cfg)
     full = np.asarray(_grads(cfg, params, tokens, j)["embed"]["embedding"])
     for k in (1, 2, 3, 4):
-        got = np.asarray(_grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens, j)
-                         ["embed"]["embedding"])
+        got = np.asarray(
+            _grads(dataclasses.replace(cfg, bptt_segments=k), params, tokens, j)["embed"][
+                "embedding"
+            ]
+        )
         if k <= j:
             np.testing.assert_array_equal(got[first_rows], 0.0)
         else:
@@ -137,13 +143,15 @@ def test_truncation_equals_a_constant_memory_for_parameters():
     params = M.init_params(cfg, jax.random.key(6))
     tokens = tokens_for(cfg, seed=7)
     n = cfg.segment_len
-    _, memory = M.sequence_logits(cfg, params, tokens[:, :3 * n])
+    _, memory = M.sequence_logits(cfg, params, tokens[:, : 3 * n])
 
     def step_loss(params):
-        logits, _ = M.segment_step(cfg, params, tokens[:, 3 * n:], memory)
-        targets = jnp.roll(tokens, -1, 1)[:, 3 * n:]
-        return jnp.mean(jax.nn.logsumexp(logits, -1)
-                        - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0])
+        logits, _ = M.segment_step(cfg, params, tokens[:, 3 * n :], memory)
+        targets = jnp.roll(tokens, -1, 1)[:, 3 * n :]
+        return jnp.mean(
+            jax.nn.logsumexp(logits, -1)
+            - jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+        )
 
     expected = jax.grad(step_loss)(params)
     cut = _grads(cfg, params, tokens)
@@ -169,8 +177,11 @@ def test_loss_equals_cross_entropy_of_logits():
     assert nll.shape == (4,)
     logits, _ = M.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
     lg = np.asarray(logits, np.float64)
-    logp = lg - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+    logp = (
+        lg
+        - np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True))
         - lg.max(-1, keepdims=True)
+    )
     ce = -np.take_along_axis(logp, np.asarray(targets)[..., None], -1)[..., 0]
     m = np.asarray(mask)
     np.testing.assert_allclose(nll.sum() / count.sum(), (ce * m).sum() / m.sum(), rtol=1e-5)
@@ -208,7 +219,8 @@ def test_remat_policies_give_identical_gradients():
     tokens = tokens_for(cfg, seed=15)
     ref = _grads(dataclasses.replace(cfg, remat_policy="none"), params, tokens)
     for policy, layers in (("nothing_saveable", True), ("dots_saveable", False)):
-        got = _grads(dataclasses.replace(cfg, remat_policy=policy, remat_layers=layers),
-                     params, tokens)
+        got = _grads(
+            dataclasses.replace(cfg, remat_policy=policy, remat_layers=layers), params, tokens
+        )
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)

@@ -39,15 +39,27 @@ def assert_matches(got, ref):
     np.testing.assert_array_equal(np.asarray(mem.doc), ref_mem[2])
 
 
-CASES = list(itertools.product(["linear", "delta"], ["sigmoid", "hard_sigmoid"], [4, 2, 1],
-                               ["gate", "local"]))
+CASES = list(
+    itertools.product(
+        ["linear", "delta"], ["sigmoid", "hard_sigmoid"], [4, 2, 1], ["gate", "local"]
+    )
+)
 
 
 @pytest.mark.parametrize("update,gate,kv,empty", CASES)
 def test_matches_reference(update, gate, kv, empty):
     q, k, v, balance = make_inputs(100 + CASES.index((update, gate, kv, empty)), kv=kv)
-    got, ref = run_both(q, k, v, balance, segment_len=4, update=update, gate=gate,
-                        empty_memory=empty, rope_theta=100.0)
+    got, ref = run_both(
+        q,
+        k,
+        v,
+        balance,
+        segment_len=4,
+        update=update,
+        gate=gate,
+        empty_memory=empty,
+        rope_theta=100.0,
+    )
     assert_matches(got, ref)
 
 
@@ -64,17 +76,30 @@ def test_padding_matches_reference(update):
     assert np.all(out[~mask] == 0.0)
 
 
-@pytest.mark.parametrize("update,empty", list(itertools.product(["linear", "delta"], ["gate", "local"])))
+@pytest.mark.parametrize(
+    "update,empty", list(itertools.product(["linear", "delta"], ["gate", "local"]))
+)
 def test_packed_documents_match_reference(update, empty):
     q, k, v, balance = make_inputs(2, b=3, t=16)
-    ids = np.array([
-        [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],  # doc 2 starts mid-segment, spans 3
-        [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4],  # boundaries at and inside segments
-        [5, 5, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 0, 0, 0, 0],  # then padding (id 0, mask False)
-    ])
+    ids = np.array(
+        [
+            [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2],  # doc 2 starts mid-segment, spans 3
+            [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4],  # boundaries at and inside segments
+            [5, 5, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 0, 0, 0, 0],  # then padding (id 0, mask False)
+        ]
+    )
     mask = ids > 0
-    got, ref = run_both(q, k, v, balance, segment_len=4, update=update, mask=mask,
-                        segment_ids=ids, empty_memory=empty)
+    got, ref = run_both(
+        q,
+        k,
+        v,
+        balance,
+        segment_len=4,
+        update=update,
+        mask=mask,
+        segment_ids=ids,
+        empty_memory=empty,
+    )
     assert_matches(got, ref)
 
 
@@ -83,8 +108,7 @@ def test_packed_documents_never_exchange_information():
     ids = np.array([[1] * 6 + [2] * 10])
 
     def out_of(q, k, v):
-        return np.asarray(ops.infini_attention(q, k, v, balance, segment_len=4,
-                                               segment_ids=ids)[0])
+        return np.asarray(ops.infini_attention(q, k, v, balance, segment_len=4, segment_ids=ids)[0])
 
     base = out_of(q, k, v)
     q2, k2, v2 = q.copy(), k.copy(), v.copy()
@@ -114,10 +138,12 @@ def test_two_calls_equal_one(update):
     ids = jnp.asarray(np.repeat([[1] * 10 + [2] * 14], 2, axis=0))
     kw = dict(segment_len=4, update=update)
     whole, mem = ops.infini_attention(q, k, v, balance, segment_ids=ids, **kw)
-    a, mem_a = ops.infini_attention(q[:, :8], k[:, :8], v[:, :8], balance,
-                                    segment_ids=ids[:, :8], **kw)
-    b, mem_b = ops.infini_attention(q[:, 8:], k[:, 8:], v[:, 8:], balance, memory=mem_a,
-                                    segment_ids=ids[:, 8:], **kw)
+    a, mem_a = ops.infini_attention(
+        q[:, :8], k[:, :8], v[:, :8], balance, segment_ids=ids[:, :8], **kw
+    )
+    b, mem_b = ops.infini_attention(
+        q[:, 8:], k[:, 8:], v[:, 8:], balance, memory=mem_a, segment_ids=ids[:, 8:], **kw
+    )
     np.testing.assert_allclose(np.concatenate([a, b], 1), whole, atol=1e-6, rtol=1e-6)
     for x, y in zip(mem_b, mem, strict=True):
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-6)
@@ -131,8 +157,7 @@ def test_causal_through_memory(update):
         q2, k2, v2 = q.copy(), k.copy(), v.copy()
         for x in (q2, k2, v2):
             x[:, t] += 1.0
-        out = np.asarray(ops.infini_attention(q2, k2, v2, balance, segment_len=4,
-                                              update=update)[0])
+        out = np.asarray(ops.infini_attention(q2, k2, v2, balance, segment_len=4, update=update)[0])
         np.testing.assert_array_equal(out[:, :t], base[:, :t])
         assert not np.allclose(out[:, t:], base[:, t:])  # the perturbation is seen
         if t < 12:  # ... and reaches later segments only through memory
@@ -145,8 +170,9 @@ def test_empty_memory_has_no_nan_in_values_or_gradients(empty):
     mask = jnp.asarray(np.array([[True] * 8, [False] * 4 + [True] * 4]))
 
     def loss(q, k, v, balance):
-        out, mem = ops.infini_attention(q, k, v, balance, segment_len=4, mask=mask,
-                                        empty_memory=empty)
+        out, mem = ops.infini_attention(
+            q, k, v, balance, segment_len=4, mask=mask, empty_memory=empty
+        )
         return jnp.sum(out**2) + jnp.sum(mem.m) + jnp.sum(mem.z)
 
     value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(q, k, v, balance)
@@ -187,8 +213,9 @@ def test_bf16_over_64_segments_is_finite_and_close_to_f32():
     q, k, v, balance = make_inputs(12, b=1, t=64 * 8, h=4, kv=2, d=16)
     kw = dict(segment_len=8, update="delta")
     ref, ref_mem = ops.infini_attention(q, k, v, balance, **kw)
-    out, mem = ops.infini_attention(*(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)),
-                                    balance, **kw)
+    out, mem = ops.infini_attention(
+        *(jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)), balance, **kw
+    )
     assert out.dtype == jnp.bfloat16 and mem.m.dtype == jnp.float32
     out = np.asarray(out.astype(jnp.float32))
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(np.asarray(mem.m)))
@@ -198,12 +225,15 @@ def test_bf16_over_64_segments_is_finite_and_close_to_f32():
     np.testing.assert_allclose(mem.z, ref_mem.z, rtol=2e-2)
 
 
-@pytest.mark.parametrize("kw,msg", [
-    (dict(segment_len=5), "not a positive multiple of segment_len=5"),
-    (dict(segment_len=4, update="hebb"), "update='hebb'"),
-    (dict(segment_len=4, gate="relu"), "gate='relu'"),
-    (dict(segment_len=4, empty_memory="zero"), "empty_memory='zero'"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(segment_len=5), "not a positive multiple of segment_len=5"),
+        (dict(segment_len=4, update="hebb"), "update='hebb'"),
+        (dict(segment_len=4, gate="relu"), "gate='relu'"),
+        (dict(segment_len=4, empty_memory="zero"), "empty_memory='zero'"),
+    ],
+)
 def test_bad_arguments_raise_one_clear_error(kw, msg):
     q, k, v, balance = make_inputs(13)
     with pytest.raises(ValueError, match=msg.replace("(", r"\(")):

@@ -15,7 +15,18 @@ from infini_jax.ops.memory import (
 from infini_jax.ops.rope import apply_rope, rope_angles
 
 __all__ = [
-    "EMPTY_MEMORY_MODES", "GATES", "UPDATE_RULES", "Memory", "apply_rope", "gate_value",
-    "infini_attention", "infini_segment", "init_memory", "local_attention", "memory_read",
-    "memory_write", "rope_angles", "sigma",
+    "EMPTY_MEMORY_MODES",
+    "GATES",
+    "UPDATE_RULES",
+    "Memory",
+    "apply_rope",
+    "gate_value",
+    "infini_attention",
+    "infini_segment",
+    "init_memory",
+    "local_attention",
+    "memory_read",
+    "memory_write",
+    "rope_angles",
+    "sigma",
 ]

@@ -21,8 +21,10 @@ EMPTY_MEMORY_MODES = ("gate", "local")
 def check_args(q, k, v, balance, *, update, gate, empty_memory, mask=None, segment_ids=None):
     """Raises ValueError with one clear line for inconsistent shapes or unknown options."""
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError("q, k, v must be [batch, seq, heads, head_dim]; got shapes "
-                         f"{q.shape}, {k.shape}, {v.shape}")
+        raise ValueError(
+            "q, k, v must be [batch, seq, heads, head_dim]; got shapes "
+            f"{q.shape}, {k.shape}, {v.shape}"
+        )
     b, t, h, d = q.shape
     if k.shape != v.shape or k.shape[:2] != (b, t) or k.shape[3] != d:
         raise ValueError(f"k {k.shape} and v {v.shape} must be [{b}, {t}, kv_heads, {d}]")
@@ -132,12 +134,23 @@ def infini_attention(
     Returns:
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
     """
-    check_args(q, k, v, balance, update=update, gate=gate, empty_memory=empty_memory,
-               mask=mask, segment_ids=segment_ids)
+    check_args(
+        q,
+        k,
+        v,
+        balance,
+        update=update,
+        gate=gate,
+        empty_memory=empty_memory,
+        mask=mask,
+        segment_ids=segment_ids,
+    )
     b, t, h, d = q.shape
     if segment_len <= 0 or t % segment_len:
-        raise ValueError(f"seq={t} is not a positive multiple of segment_len={segment_len}; "
-                         "pad the sequence (mask=False) to a multiple of segment_len")
+        raise ValueError(
+            f"seq={t} is not a positive multiple of segment_len={segment_len}; "
+            "pad the sequence (mask=False) to a multiple of segment_len"
+        )
     s = t // segment_len
     if memory is None:
         memory = init_memory(b, k.shape[2], d)
@@ -151,9 +164,19 @@ def infini_attention(
 
     def step(mem, xs):
         qs, ks, vs, ms, ids = xs
-        out, mem = infini_segment(qs, ks, vs, balance, mem, update=update, gate=gate,
-                                  rope_theta=rope_theta, mask=ms, segment_ids=ids,
-                                  empty_memory=empty_memory)
+        out, mem = infini_segment(
+            qs,
+            ks,
+            vs,
+            balance,
+            mem,
+            update=update,
+            gate=gate,
+            rope_theta=rope_theta,
+            mask=ms,
+            segment_ids=ids,
+            empty_memory=empty_memory,
+        )
         return mem, out
 
     xs = tuple(split(x) for x in (q, k, v, mask, segment_ids))

@@ -44,8 +44,9 @@ def local_attention(
         allowed = allowed & mask[:, None, :]
     logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
     if mask is not None:
         out = out * mask[:, :, None, None, None]
     return out.reshape(b, t, h, d).astype(q.dtype)
