@@ -47,6 +47,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d = c.data = ml_collections.ConfigDict()
     d.seq_len = 8192  # Training sequence length: a multiple of model.segment_len.
     d.batch_size = 4  # Global batch in sequences (seed: 4 × 8192 tokens).
+    d.source = "synthetic"  # Your prepared FineWeb shards: DIR/*.array_record.
+    d.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
+    d.tokenizer = ""  # sentencepiece .model; "" = built-in, trained on the synthetic corpus.
+    d.packing = "padding"  # Seed: padded, not packed. "concat" packs with segment_ids.
+    d.validation_fraction = 0.001  # Share of prepared documents held out for validation.
+    d.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
+    d.synthetic = ml_collections.ConfigDict()
+    d.synthetic.min_length = 1024  # Shortest synthetic document, in tokens.
+    d.synthetic.max_length = 8192  # Longest synthetic document, in tokens.
+    d.synthetic.key_digits = 5  # Digits of passkeys and values.
+    d.synthetic.passkey_weight = 0.5  # Share of passkey documents.
+    d.synthetic.kv_recall_weight = 0.5  # Share of key-value recall documents.
+    d.synthetic.tokenizer_vocab_size = 512  # Vocabulary of the built-in tokenizer.
 
     o = c.optimizer = ml_collections.ConfigDict()
     o.learning_rate = 6e-5  # Peak LR of all parameters but the balance factors.

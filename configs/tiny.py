@@ -46,6 +46,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d = c.data = ml_collections.ConfigDict()
     d.seq_len = 256  # Training length: 4 segments of 64.
     d.batch_size = 8  # Global batch in sequences.
+    d.source = "synthetic"  # "synthetic" and/or globs of prepared ArrayRecord shards.
+    d.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
+    d.tokenizer = ""  # sentencepiece .model; "" = built-in, trained on the synthetic corpus.
+    d.packing = "concat"  # "concat": pack documents (segment_ids); "padding": one per row.
+    d.validation_fraction = 0.01  # Share of prepared documents held out for validation.
+    d.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
+    d.synthetic = ml_collections.ConfigDict()
+    d.synthetic.min_length = 128  # Shortest synthetic document, in tokens.
+    d.synthetic.max_length = 256  # Longest synthetic document, in tokens.
+    d.synthetic.key_digits = 5  # Digits of passkeys and values.
+    d.synthetic.passkey_weight = 0.5  # Share of passkey documents.
+    d.synthetic.kv_recall_weight = 0.5  # Share of key-value recall documents.
+    d.synthetic.tokenizer_vocab_size = 512  # Vocabulary of the built-in tokenizer.
 
     o = c.optimizer = ml_collections.ConfigDict()
     o.learning_rate = 3e-3  # Peak LR.

@@ -116,6 +116,48 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
             f"{m.segment_len}; use e.g. {m.segment_len * max(1, d.seq_len // m.segment_len)}",
         )
 
+    _check(
+        d.packing in ("concat", "padding"),
+        f"config.data.packing={d.packing!r} is not one of ('concat', 'padding')",
+    )
+    _check(
+        0 < d.validation_fraction <= 0.5,
+        f"config.data.validation_fraction={d.validation_fraction!r} must be in (0, 0.5]",
+    )
+    _check(
+        isinstance(d.worker_count, int) and d.worker_count >= 0,
+        f"config.data.worker_count={d.worker_count!r} must be an integer >= 0",
+    )
+    n_sources = len([x for x in d.source.split(",") if x])
+    _check(
+        n_sources > 0,
+        "config.data.source is empty: use 'synthetic' or a glob of shards "
+        "written by python -m infini_jax.data.prepare",
+    )
+    if d.weights:
+        try:
+            weights = [float(w) for w in d.weights.split(",")]
+        except ValueError:
+            weights = []
+        _check(
+            len(weights) == n_sources and all(w > 0 for w in weights),
+            f"config.data.weights={d.weights!r} must be {n_sources} positive numbers, one per "
+            "entry of config.data.source",
+        )
+    syn = d.synthetic
+    _positive_ints(
+        syn, "data.synthetic", ("min_length", "max_length", "key_digits", "tokenizer_vocab_size")
+    )
+    _check(
+        syn.min_length <= syn.max_length,
+        f"config.data.synthetic.min_length={syn.min_length} exceeds max_length={syn.max_length}",
+    )
+    _check(
+        syn.min_length >= 64,
+        f"config.data.synthetic.min_length={syn.min_length} must be "
+        ">= 64 tokens (a document needs its preamble, needle and question)",
+    )
+
     o = config.optimizer
     for name in (
         "learning_rate",

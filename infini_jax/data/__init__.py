@@ -1,0 +1,1 @@
+"""Data: sources, sentencepiece tokenizer, ArrayRecord preparation, synthetic corpus, grain."""

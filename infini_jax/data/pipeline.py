@@ -1,0 +1,213 @@
+"""The grain input pipeline: documents → (per process) shuffled, repeated, packed batches.
+
+read → per-process shard → seeded shuffle → repeat → pack into `seq_len` (document ids in
+`segment_ids`, so the model resets memory at document boundaries) or pad one document per
+sequence → batch → optional multiprocess prefetch. Each batch is a dict of numpy arrays, all
+`[batch, seq_len]`: `tokens` int32, `targets` int32 (next token, never across documents),
+`segment_ids` int32 (0 = padding) and `mask` bool (False = padding; also the loss weight).
+"""
+
+import glob
+import os
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from infini_jax.data import synthetic
+from infini_jax.data.prepare import decode_record
+from infini_jax.data.sources import DataError
+from infini_jax.data.tokenizer import EOS_ID, Tokenizer
+
+PACKING = ("concat", "padding")
+SPLITS = ("train", "validation")
+SYNTHETIC_DOCS = 1 << 31  # the synthetic corpus is indexed, effectively endless
+
+
+class SyntheticSource:
+    """Random-access synthetic documents: document i depends only on (seed, i); picklable
+    (the tokenizer is loaded lazily in each worker process)."""
+
+    def __init__(self, tokenizer_path: str, seed: int, cfg: ml_collections.ConfigDict):
+        self.tokenizer_path, self.seed, self.cfg = tokenizer_path, seed, cfg.to_dict()
+        self._tasks = None
+
+    def __len__(self) -> int:
+        return SYNTHETIC_DOCS
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._tasks is None:
+            self._tasks = synthetic.SyntheticTasks(
+                Tokenizer(self.tokenizer_path).encode, self.cfg["key_digits"]
+            )
+        c = self.cfg
+        rng = np.random.default_rng([self.seed, int(i)])
+        weights = np.asarray([c["passkey_weight"], c["kv_recall_weight"]], np.float64)
+        task = synthetic.TASKS[rng.choice(2, p=weights / weights.sum())]
+        length = int(rng.integers(c["min_length"], c["max_length"] + 1)) - 1  # room for EOS
+        doc = self._tasks.sample(rng, task, length)
+        return np.append(doc.tokens, np.int32(EOS_ID)).astype(np.int32)
+
+
+def array_record_source(pattern: str) -> grain.sources.ArrayRecordDataSource:
+    """Prepared shards matching `pattern`; a missing, truncated or corrupt shard is one error."""
+    paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    paths = [p for p in paths if not p.endswith(".tmp")]
+    if not paths:
+        raise DataError(
+            f"data.source pattern {pattern} matches no ArrayRecord shard; "
+            "run python -m infini_jax.data.prepare first"
+        )
+    for path in paths:
+        if not os.path.isfile(path):
+            raise DataError(f"ArrayRecord shard {path} does not exist")
+        try:
+            grain.sources.ArrayRecordDataSource([path])
+        except RuntimeError as e:
+            raise DataError(
+                f"ArrayRecord shard {path} is truncated or corrupt "
+                f"({str(e).splitlines()[0][:120]}); re-run prepare for it"
+            ) from None
+    return grain.sources.ArrayRecordDataSource(paths)
+
+
+class _Split:
+    """Every `period`-th document (from 0) is validation; the others are train."""
+
+    def __init__(self, n: int, period: int, split: str):
+        self.n, self.period, self.split = n, period, split
+
+    def __len__(self) -> int:
+        n_val = -(-self.n // self.period)
+        return n_val if self.split == "validation" else self.n - n_val
+
+    def index(self, j: int) -> int:
+        p = self.period
+        return j * p if self.split == "validation" else j + j // (p - 1) + 1
+
+
+def _documents(
+    spec: str, data: ml_collections.ConfigDict, tokenizer_path: str, seed: int, split: str
+) -> grain.MapDataset:
+    """One source of int32 token arrays (EOS-terminated documents) for one split."""
+    if spec == "synthetic":
+        # Validation draws from a disjoint index range of the same generator.
+        offset = 0 if split == "train" else SYNTHETIC_DOCS // 2
+        source = SyntheticSource(tokenizer_path, seed, data.synthetic)
+        return grain.MapDataset.range(SYNTHETIC_DOCS // 2).map(lambda i: source[i + offset])
+    source = array_record_source(spec)
+    period = max(2, round(1.0 / data.validation_fraction))
+    chosen = _Split(len(source), period, split)
+    if len(chosen) == 0:
+        raise DataError(f"data.source {spec} has too few documents for a {split} split")
+    return grain.MapDataset.range(len(chosen)).map(lambda j: decode_record(source[chosen.index(j)]))
+
+
+def _to_example(doc: np.ndarray, seq_len: int, packing: str) -> dict[str, np.ndarray]:
+    doc = doc.astype(np.int32)
+    inputs, targets = doc[:-1], doc[1:]
+    if packing == "padding":
+        inputs, targets = inputs[:seq_len], targets[:seq_len]  # documented: truncates
+    return {"inputs": inputs, "targets": targets}
+
+
+def _pad_one(ex: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+    n = len(ex["inputs"])
+    out = {k: np.zeros(seq_len, np.int32) for k in ("inputs", "targets", "inputs_segment_ids")}
+    out["inputs"][:n], out["targets"][:n], out["inputs_segment_ids"][:n] = (
+        ex["inputs"],
+        ex["targets"],
+        1,
+    )
+    return out
+
+
+def _final(ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ids = ex["inputs_segment_ids"].astype(np.int32)
+    return {
+        "tokens": ex["inputs"].astype(np.int32),
+        "targets": ex["targets"].astype(np.int32),
+        "segment_ids": ids,
+        "mask": ids > 0,
+    }
+
+
+def make_dataset(
+    data: ml_collections.ConfigDict,
+    *,
+    tokenizer_path: str,
+    seed: int,
+    batch_size: int,
+    split: str = "train",
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
+    """The batches of this process: `batch_size` is the per-process batch.
+
+    Train repeats forever, reshuffling every epoch; validation is one ordered pass.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    specs = [s for s in data.source.split(",") if s]
+    weights = [float(w) for w in data.weights.split(",")] if data.weights else None
+    if weights is not None and len(weights) != len(specs):
+        raise DataError(
+            f"data.weights has {len(weights)} entries for {len(specs)} sources in "
+            "data.source; give one weight per source"
+        )
+    parts = []
+    for k, spec in enumerate(specs):
+        ds = _documents(spec, data, tokenizer_path, seed, split)
+        ds = ds[process_index::process_count]
+        if split == "train":
+            ds = ds.shuffle(seed + 7919 * k).repeat()
+        ds = ds.map(lambda doc: _to_example(doc, data.seq_len, data.packing))
+        parts.append(ds.to_iter_dataset())
+    ds = parts[0] if len(parts) == 1 else grain.IterDataset.mix(parts, weights)
+    if data.packing == "concat":
+        ds = grain.experimental.ConcatThenSplitIterDataset(
+            ds, length_struct={"inputs": data.seq_len, "targets": data.seq_len}
+        )
+    else:
+        ds = ds.map(lambda ex: _pad_one(ex, data.seq_len))
+    ds = ds.map(_final).batch(batch_size, drop_remainder=True)
+    if data.worker_count > 0:
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count))
+    return ds
+
+
+def iterator_state(iterator: Any, process_index: int, process_count: int) -> dict:
+    """The iterator's position plus the process layout it belongs to."""
+    return {
+        "grain": iterator.get_state(),
+        "process_index": process_index,
+        "process_count": process_count,
+    }
+
+
+def restore_iterator(iterator: Any, state: dict, process_index: int, process_count: int):
+    """Puts `iterator` where `state` left it; a different process layout is one clear error."""
+    if (state["process_count"], state["process_index"]) != (process_count, process_index):
+        raise DataError(
+            f"data iterator state was saved by process {state['process_index']} of "
+            f"{state['process_count']} but this is process {process_index} of {process_count}; "
+            "resume with the same number of processes (or start the data from scratch)"
+        )
+    iterator.set_state(state["grain"])
+    return iterator
+
+
+def resolve_tokenizer(
+    data: ml_collections.ConfigDict, workdir: str, vocab_size: int, seed: int
+) -> Tokenizer:
+    """The configured tokenizer (or the built-in one), checked against the model's vocab."""
+    from infini_jax.data.tokenizer import default_tokenizer
+
+    tok = (
+        Tokenizer(data.tokenizer)
+        if data.tokenizer
+        else default_tokenizer(workdir, min(vocab_size, data.synthetic.tokenizer_vocab_size), seed)
+    )
+    tok.check_fits(vocab_size)
+    return tok

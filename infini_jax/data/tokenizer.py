@@ -1,0 +1,136 @@
+r"""sentencepiece tokenizers: load any `.model`, train one, or build the built-in default.
+
+  python -m infini_jax.data.tokenizer train --input=GLOB --vocab_size=N --output=PATH
+
+Ids are explicit: pad = 0 (also grain's packing pad), unk = 1, bos = 2, eos = 3. Digits are
+split into single tokens (keys and numbers stay readable digit by digit), bytes fall back.
+"""
+
+import argparse
+import io
+import os
+import sys
+from collections.abc import Iterable
+
+import numpy as np
+import sentencepiece as spm
+from tqdm import tqdm
+
+from infini_jax.data import sources, synthetic
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file that cannot be used; the message says which and what to do."""
+
+
+class Tokenizer:
+    """A loaded sentencepiece model with explicit special ids."""
+
+    def __init__(self, path: str):
+        if not os.path.isfile(path):
+            raise TokenizerError(f"tokenizer file {path} does not exist")
+        self.path = path
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=path)
+        except (RuntimeError, OSError) as e:
+            raise TokenizerError(
+                f"tokenizer file {path} is not a sentencepiece model ({e})"
+            ) from None
+        self.vocab_size = self.sp.vocab_size()
+        self.pad_id = self.sp.pad_id()
+        self.bos_id = self.sp.bos_id()
+        self.eos_id = self.sp.eos_id()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def check_fits(self, model_vocab_size: int) -> None:
+        """Start-up check: every id the tokenizer emits must be a row of the embedding."""
+        if self.vocab_size > model_vocab_size:
+            raise TokenizerError(
+                f"tokenizer {self.path} has {self.vocab_size} tokens but config.model.vocab_size"
+                f"={model_vocab_size}; raise model.vocab_size or use a smaller tokenizer"
+            )
+
+
+def train(
+    texts: Iterable[str],
+    vocab_size: int,
+    output: str,
+    progress: bool = True,
+    model_type: str = "bpe",
+) -> Tokenizer:
+    """Trains a sentencepiece model on `texts` and writes it atomically to `output`."""
+    model = io.BytesIO()
+    stream = tqdm(
+        texts, desc="tokenizer: documents", unit="doc", disable=not progress, file=sys.stderr
+    )
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(stream),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        split_digits=True,
+        byte_fallback=True,
+        max_sentence_length=1 << 24,
+        minloglevel=2,
+        num_threads=os.cpu_count() or 1,
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output + ".tmp", "wb") as f:
+        f.write(model.getvalue())
+    os.replace(output + ".tmp", output)
+    return Tokenizer(output)
+
+
+def synthetic_texts(seed: int, n: int = 2000) -> Iterable[str]:
+    """Deterministic plain-text synthetic documents for the built-in tokenizer."""
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        task = synthetic.TASKS[i % len(synthetic.TASKS)]
+        yield synthetic.text_document(rng, task, int(rng.integers(2, 20)))
+
+
+def default_tokenizer(workdir: str, vocab_size: int, seed: int = 0) -> Tokenizer:
+    """The built-in tokenizer: trained on the synthetic corpus, cached in the workdir."""
+    path = os.path.join(workdir, f"tokenizer_synthetic_{vocab_size}.model")
+    if not os.path.isfile(path):
+        train(synthetic_texts(seed), vocab_size, path, progress=False)
+    return Tokenizer(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m infini_jax.data.tokenizer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a sentencepiece model on text files")
+    t.add_argument("--input", required=True, help="glob(s) of text/JSONL/Parquet, comma-separated")
+    t.add_argument("--vocab_size", type=int, default=32000)
+    t.add_argument("--output", required=True, help="where to write the .model file")
+    t.add_argument("--text_field", default="text", help="JSONL / Parquet field with the text")
+    args = parser.parse_args(argv)
+    try:
+        stats = sources.ReadStats()
+        texts = (
+            doc
+            for path in sources.expand(args.input)
+            for doc in sources.read_documents(path, text_field=args.text_field, stats=stats)
+        )
+        tok = train(texts, args.vocab_size, args.output)
+    except (sources.DataError, TokenizerError) as e:
+        sys.exit(f"error: {e}")
+    except RuntimeError as e:  # sentencepiece: e.g. vocab_size larger than the corpus allows
+        sys.exit(f"error: sentencepiece could not train on {args.input}: {e}")
+    print(f"wrote {args.output}: {tok.vocab_size} tokens; read {stats.summary()}")
+
+
+if __name__ == "__main__":
+    main()
