@@ -67,7 +67,7 @@ def array_record_source(pattern: str) -> grain.sources.ArrayRecordDataSource:
         except RuntimeError as e:
             raise DataError(
                 f"ArrayRecord shard {path} is truncated or corrupt "
-                f"({str(e).splitlines()[0][:120]}); re-run prepare for it"
+                f"({(str(e).strip() or type(e).__name__)[:120]!r}); re-run prepare for it"
             ) from None
     return grain.sources.ArrayRecordDataSource(paths)
 
@@ -142,10 +142,12 @@ def make_dataset(
     split: str = "train",
     process_index: int = 0,
     process_count: int = 1,
+    epochs: int | None = None,
 ) -> grain.IterDataset:
     """The batches of this process: `batch_size` is the per-process batch.
 
-    Train repeats forever, reshuffling every epoch; validation is one ordered pass.
+    Train repeats `epochs` times (None = forever), reshuffling every epoch; validation is one
+    ordered pass. A final partial batch is dropped only when repeating forever.
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
@@ -161,7 +163,7 @@ def make_dataset(
         ds = _documents(spec, data, tokenizer_path, seed, split)
         ds = ds[process_index::process_count]
         if split == "train":
-            ds = ds.shuffle(seed + 7919 * k).repeat()
+            ds = ds.shuffle(seed + 7919 * k).repeat(epochs)
         ds = ds.map(lambda doc: _to_example(doc, data.seq_len, data.packing))
         parts.append(ds.to_iter_dataset())
     ds = parts[0] if len(parts) == 1 else grain.IterDataset.mix(parts, weights)
@@ -171,7 +173,8 @@ def make_dataset(
         )
     else:
         ds = ds.map(lambda ex: _pad_one(ex, data.seq_len))
-    ds = ds.map(_final).batch(batch_size, drop_remainder=True)
+    endless = split == "train" and epochs is None
+    ds = ds.map(_final).batch(batch_size, drop_remainder=endless)
     if data.worker_count > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count))
     return ds

@@ -1,0 +1,228 @@
+"""Data: tokenizer round trip, prepare → pipeline exactness, packing, resume, sharding."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from infini_jax.config import load_config
+from infini_jax.data import pipeline as P
+from infini_jax.data import prepare, sources, synthetic
+from infini_jax.data import tokenizer as T
+from tests.conftest import config_path
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tok") / "t.model")
+    return T.train(T.synthetic_texts(seed=0, n=500), 384, path, progress=False)
+
+
+def data_config(**over) -> ml_collections.ConfigDict:
+    d = load_config(config_path("tiny.py")).data
+    d.seq_len, d.validation_fraction = 32, 0.1
+    for k, v in over.items():
+        d[k] = v
+    return d
+
+
+def write_corpus(tmp_path, n_files=3, docs_per_file=12, seed=0):
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", "gamma", "delta", "pass", "key", "is", "green", "blue", "7", "42"]
+    texts = []
+    for f in range(n_files):
+        docs = [" ".join(rng.choice(words, size=rng.integers(3, 40))) for _ in range(docs_per_file)]
+        texts.extend(docs)
+        with open(tmp_path / f"part{f}.jsonl", "w") as fh:
+            fh.writelines(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(docs))
+    return texts
+
+
+def prepared(tmp_path, tok, **kw):
+    texts = write_corpus(tmp_path, **kw)
+    out = str(tmp_path / "shards")
+    prepare.prepare(str(tmp_path / "part*.jsonl"), tok.path, out, workers=1, progress=False)
+    docs = [np.asarray(tok.encode(t) + [tok.eos_id], np.int32) for t in texts]
+    return out + "/*.array_record", docs
+
+
+def all_batches(ds):
+    return [{k: np.asarray(v) for k, v in b.items()} for b in ds]
+
+
+def test_tokenizer_round_trip_and_special_ids(tok, tmp_path):
+    text = "The pass key is 71432. Remember it. Ünïcode ok"
+    assert tok.decode(tok.encode(text)) == text
+    assert [tok.sp.id_to_piece(i) for i in tok.encode(" 71432")][1:] == list("71432")
+    assert (tok.pad_id, tok.sp.unk_id(), tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
+    again = T.Tokenizer(tok.path)
+    assert again.encode(text) == tok.encode(text) and again.vocab_size == 384
+
+
+def test_tokenizer_cli_trains_from_files(tmp_path):
+    write_corpus(tmp_path)
+    out = str(tmp_path / "cli.model")
+    T.main(["train", f"--input={tmp_path}/*.jsonl", "--vocab_size=300", f"--output={out}"])
+    assert T.Tokenizer(out).vocab_size == 300
+    with pytest.raises(SystemExit, match="could not train on .*Vocabulary size is smaller"):
+        T.main(["train", f"--input={tmp_path}/*.jsonl", "--vocab_size=100", f"--output={out}2"])
+
+
+def test_tokenizer_larger_than_model_vocab_is_an_error(tok):
+    with pytest.raises(T.TokenizerError, match=r"has 384 tokens but config.model.vocab_size=256"):
+        tok.check_fits(256)
+
+
+def test_bad_tokenizer_file_is_an_error(tmp_path):
+    (tmp_path / "bad.model").write_bytes(b"not a model")
+    with pytest.raises(T.TokenizerError, match="bad.model is not a sentencepiece model"):
+        T.Tokenizer(str(tmp_path / "bad.model"))
+    with pytest.raises(T.TokenizerError, match="nope.model does not exist"):
+        T.Tokenizer(str(tmp_path / "nope.model"))
+
+
+def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_path):
+    pattern, docs = prepared(tmp_path, tok)
+    d = data_config(source=pattern)
+
+    def epoch(seed):
+        ds = P.make_dataset(d, tokenizer_path=tok.path, seed=seed, batch_size=1, epochs=1)
+        batches = all_batches(ds)
+        stream = np.concatenate([b["tokens"][b["mask"]] for b in batches])
+        targets = np.concatenate([b["targets"][b["mask"]] for b in batches])
+        return stream, targets
+
+    train_docs = [doc for i, doc in enumerate(docs) if i % 10 != 0]  # every 10th is validation
+    stream, targets = epoch(seed=1)
+    # Each document contributes inputs doc[:-1] and targets doc[1:], in one seeded order.
+    lengths = sorted(len(x) - 1 for x in train_docs)
+    assert len(stream) == sum(lengths)
+    order = []
+    pos = 0
+    remaining = list(range(len(train_docs)))
+    while pos < len(stream):  # recover the order: the doc whose inputs start here
+        match = [
+            i
+            for i in remaining
+            if np.array_equal(stream[pos : pos + len(train_docs[i]) - 1], train_docs[i][:-1])
+        ]
+        assert match, f"tokens at {pos} are not the start of any unused document"
+        i = match[0]
+        np.testing.assert_array_equal(
+            targets[pos : pos + len(train_docs[i]) - 1], train_docs[i][1:]
+        )
+        remaining.remove(i)
+        order.append(i)
+        pos += len(train_docs[i]) - 1
+    assert not remaining  # none lost, none duplicated
+    assert np.array_equal(epoch(seed=1)[0], stream)  # same seed, same order
+    assert not np.array_equal(epoch(seed=2)[0], stream)  # another seed, another order
+    assert order != sorted(order)
+
+    val = all_batches(
+        P.make_dataset(d, tokenizer_path=tok.path, seed=1, batch_size=1, split="validation")
+    )
+    val_stream = np.concatenate([b["tokens"][b["mask"]] for b in val])
+    val_docs = [doc for i, doc in enumerate(docs) if i % 10 == 0]
+    assert np.array_equal(val_stream, np.concatenate([x[:-1] for x in val_docs]))
+
+
+def test_packing_boundaries_masks_and_targets(tok, tmp_path):
+    pattern, _ = prepared(tmp_path, tok)
+    ds = P.make_dataset(data_config(source=pattern), tokenizer_path=tok.path, seed=0, batch_size=4)
+    b = next(iter(ds))
+    assert {k: v.shape for k, v in b.items()} == {k: (4, 32) for k in b}
+    ids, mask = b["segment_ids"], b["mask"]
+    assert np.array_equal(mask, ids > 0)
+    assert np.all(np.diff(ids, axis=1)[mask[:, 1:]] >= 0)  # ids rise along a row
+    assert (ids.max(axis=1) > 1).any()  # several documents share a row
+    assert np.all(b["tokens"][~mask] == 0) and np.all(b["targets"][~mask] == 0)
+    same = (ids[:, 1:] == ids[:, :-1]) & mask[:, 1:]
+    assert np.array_equal(b["targets"][:, :-1][same], b["tokens"][:, 1:][same])
+    ends = mask[:, :-1] & (ids[:, 1:] != ids[:, :-1])  # last token of a document in the row
+    assert np.all(b["targets"][:, :-1][ends & (ids[:, 1:] > 0)] == tok.eos_id)
+
+
+def test_padding_mode_is_one_document_per_row(tok, tmp_path):
+    pattern, docs = prepared(tmp_path, tok)
+    ds = P.make_dataset(
+        data_config(source=pattern, packing="padding"),
+        tokenizer_path=tok.path,
+        seed=0,
+        batch_size=2,
+        epochs=1,
+    )
+    for b in all_batches(ds):
+        assert set(np.unique(b["segment_ids"])) <= {0, 1}
+        n = b["mask"].sum(axis=1)
+        assert np.all(b["mask"][np.arange(32)[None] < n[:, None]])  # a prefix, then padding
+
+
+def test_iterator_resume_gives_identical_batches(tok, tmp_path):
+    pattern, _ = prepared(tmp_path, tok)
+    for source in (pattern, "synthetic"):
+        d = data_config(source=source, seq_len=64)
+        ds = P.make_dataset(d, tokenizer_path=tok.path, seed=3, batch_size=2)
+        it = iter(ds)
+        for stop in (1, 7):
+            for _ in range(stop):
+                next(it)
+            state = json.loads(json.dumps(P.iterator_state(it, 0, 1)))  # survives JSON
+            expected = [next(it) for _ in range(5)]
+            fresh = P.restore_iterator(iter(ds), state, 0, 1)
+            for a, b in zip(expected, [next(fresh) for _ in range(5)], strict=True):
+                for k in a:
+                    np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_restoring_onto_another_process_layout_is_a_clear_error(tok):
+    ds = P.make_dataset(data_config(), tokenizer_path=tok.path, seed=0, batch_size=1)
+    state = P.iterator_state(iter(ds), 0, 2)
+    with pytest.raises(
+        sources.DataError, match="saved by process 0 of 2 but this is process 0 of 4"
+    ):
+        P.restore_iterator(iter(ds), state, 0, 4)
+
+
+def test_process_shards_are_disjoint_and_cover_the_data(tok, tmp_path):
+    pattern, docs = prepared(tmp_path, tok)
+    seen = []
+    for i in range(3):
+        ds = P.make_dataset(
+            data_config(source=pattern, packing="padding", seq_len=256),
+            tokenizer_path=tok.path,
+            seed=0,
+            batch_size=1,
+            process_index=i,
+            process_count=3,
+            epochs=1,
+        )
+        seen.append({tuple(b["tokens"][0][b["mask"][0]]) for b in all_batches(ds)})
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    train = {tuple(x[:-1]) for i, x in enumerate(docs) if i % 10 != 0}
+    assert seen[0] | seen[1] | seen[2] == train
+
+
+def test_mixture_of_synthetic_and_prepared(tok, tmp_path):
+    pattern, _ = prepared(tmp_path, tok)
+    d = data_config(source=f"synthetic,{pattern}", weights="0.5,0.5", seq_len=256)
+    b = next(iter(P.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=4)))
+    text = " ".join(tok.decode(row[m]) for row, m in zip(b["tokens"], b["mask"], strict=True))
+    assert "pass key" in text or "value of key" in text
+    assert "alpha" in text or "gamma" in text
+
+
+@pytest.mark.parametrize("task", synthetic.TASKS)
+def test_synthetic_documents_are_exact_and_deterministic(tok, task):
+    tasks = synthetic.SyntheticTasks(tok.encode)
+    for depth in (0.0, 0.5, 1.0):
+        doc = tasks.sample(np.random.default_rng(5), task, 300, depth=depth)
+        assert len(doc.tokens) <= 300 and len(doc.tokens) > 200
+        assert tok.decode(doc.tokens[doc.answer_start :]).strip() == doc.answer
+        assert doc.answer in tok.decode(doc.tokens[doc.needle_start : doc.needle_start + 30])
+        again = tasks.sample(np.random.default_rng(5), task, 300, depth=depth)
+        assert np.array_equal(doc.tokens, again.tokens)
+    shallow = tasks.sample(np.random.default_rng(6), task, 600, depth=0.0)
+    deep = tasks.sample(np.random.default_rng(6), task, 600, depth=1.0)
+    assert shallow.needle_start < deep.needle_start  # depth 0 is furthest from the question
