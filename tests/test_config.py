@@ -107,3 +107,15 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
     path = save_config(tiny_config, str(tmp_path))
     with open(path) as f:
         assert json.load(f) == tiny_config.to_dict()
+
+
+@pytest.mark.parametrize(
+    "spec", ["llama_300m_infini.py", "llama_300m_baseline.py:local", "tiny.py", "tiny.py:full"]
+)
+def test_flops_param_formula_matches_the_model(spec):
+    from infini_jax.flops import flops_per_token, param_count
+
+    cfg = validate(load_config(config_path(spec)))
+    assert param_count(cfg) == n_params(spec)
+    n = load_config(config_path(spec)).data.seq_len
+    assert flops_per_token(cfg, n) > 6 * (param_count(cfg) - cfg.vocab_size * cfg.d_model)

@@ -42,7 +42,7 @@ def _write_shard(job) -> dict:
     tok = Tokenizer(tokenizer_path)
     stats = sources.ReadStats()
     tmp = final + ".tmp"
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:64")
+    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")  # grain: random access
     tokens = 0
     for doc in sources.read_documents(path, fmt, text_field, stats):
         ids = np.asarray(tok.encode(doc) + [tok.eos_id], DTYPE)

@@ -1,0 +1,36 @@
+"""Model FLOPs per token of a training step (forward + backward), per attention kind.
+
+Convention (PaLM, appendix B): matmul FLOPs only, 2 per multiply-add, backward = 2 × forward.
+- weights: 6 · (parameters − input embedding) — every weight matrix is one matmul per token;
+- attention scores and values: 12 · layers · heads · head_dim · window, where window is the
+  sequence length for "full" and `segment_len` for "local" / "infini" (the whole window is
+  counted, as PaLM does, not the causal half);
+- infini memory: read σ(q)M and σ(q)z per query head, write σ(k)ᵀv (and the delta rule's
+  retrieval σ(k)M) per kv head: 6 · layers · head_dim² · (heads + kv_heads · (2 if delta else 1)).
+"""
+
+from infini_jax.model_config import ModelConfig
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Parameters of the model, from its shape alone (equals `model.count_params`)."""
+    d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    per_layer = d * hd * (2 * h + 2 * k) + 3 * d * cfg.mlp_dim + 2 * d
+    if cfg.attention == "infini":
+        per_layer += h
+    embed = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+    return cfg.num_layers * per_layer + embed + d
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward) under the convention above."""
+    weights = param_count(cfg) - cfg.vocab_size * cfg.d_model
+    if cfg.tie_embeddings:  # the tied table is also the output matmul
+        weights += cfg.vocab_size * cfg.d_model
+    window = seq_len if cfg.attention == "full" else cfg.segment_len
+    attention = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * window
+    memory = 0
+    if cfg.attention == "infini":
+        writes = cfg.num_kv_heads * (2 if cfg.memory_update == "delta" else 1)
+        memory = 6 * cfg.num_layers * cfg.head_dim**2 * (cfg.num_heads + writes)
+    return 6.0 * weights + attention + memory
