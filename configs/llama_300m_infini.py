@@ -17,10 +17,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1_000  # Asynchronous orbax checkpoint every this many steps.
     c.keep_checkpoints = 3  # How many recent checkpoints to keep.
 
+    c.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Pure data-parallel replicas; -1 = all devices left over.
     c.mesh.fsdp = 1  # Parameters and optimizer state sharded over this axis (ZeRO-3 style).
     c.mesh.tensor = 1  # Tensor (head / MLP) parallelism.
+
+    # Logical axis -> mesh axes. Parameters: embed, vocab, mlp, heads, kv_heads, head_dim, layers.
+    c.sharding_rules = (
+        ("embed", "fsdp"),
+        ("vocab", "tensor"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("layers", None),
+    )
 
     m = c.model = ml_collections.ConfigDict()
     m.vocab_size = 49_152  # Vocabulary size (seed: 49,152); the tokenizer must fit in it.
@@ -72,6 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.clip_norm = 1.0  # Global gradient-norm clipping.
     o.gate_learning_rate = 0.01  # Balance factors' own peak LR (same schedule shape).
     o.gate_weight_decay = 0.0  # Balance factors' weight decay (0: else g is pinned at 0.5).
+    o.no_weight_decay = "scale"  # Comma-separated path parts exempt from weight decay (norms).
+    o.micro_batches = 1  # Gradient accumulation: micro-batches per step (scan).
+    o.max_nonfinite_steps = 3  # Stop after this many non-finite steps in a row (each skipped).
 
     if arg == "linear":
         m.memory_update = "linear"

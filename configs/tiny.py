@@ -16,10 +16,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 100  # Checkpoint every this many steps.
     c.keep_checkpoints = 2  # How many recent checkpoints to keep.
 
+    c.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Data-parallel replicas; -1 = all devices left over.
     c.mesh.fsdp = 1  # Parameter / optimizer-state sharding axis.
     c.mesh.tensor = 1  # Tensor parallelism.
+
+    # Logical axis -> mesh axes. Parameters: embed, vocab, mlp, heads, kv_heads, head_dim, layers.
+    c.sharding_rules = (
+        ("embed", "fsdp"),
+        ("vocab", "tensor"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("layers", None),
+    )
 
     m = c.model = ml_collections.ConfigDict()
     m.vocab_size = 512  # Vocabulary size; the tokenizer must fit in it.
@@ -71,6 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.clip_norm = 1.0  # Global gradient-norm clipping.
     o.gate_learning_rate = 0.01  # Balance factors' own peak LR.
     o.gate_weight_decay = 0.0  # Balance factors' weight decay.
+    o.no_weight_decay = "scale"  # Comma-separated path parts exempt from weight decay (norms).
+    o.micro_batches = 1  # Gradient accumulation: micro-batches per step (scan).
+    o.max_nonfinite_steps = 3  # Stop after this many non-finite steps in a row (each skipped).
 
     if arg in ("local", "full"):
         m.attention = arg

@@ -175,6 +175,25 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     for name in ("b1", "b2"):
         _check(0 <= o[name] < 1, f"config.optimizer.{name}={o[name]!r} must be in [0, 1)")
     _check(o.clip_norm > 0, f"config.optimizer.clip_norm={o.clip_norm!r} must be > 0")
+    _positive_ints(o, "optimizer", ("micro_batches", "max_nonfinite_steps"))
+    _check(
+        isinstance(config.permanent_checkpoint_every_steps, int)
+        and config.permanent_checkpoint_every_steps >= 0,
+        "config.permanent_checkpoint_every_steps must be an integer >= 0 (0 = none)",
+    )
+    known = {"embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers"}
+    for rule in config.sharding_rules:
+        _check(
+            len(rule) == 2 and rule[0] in known,
+            f"config.sharding_rules entry {tuple(rule)!r} must be (logical axis, mesh axes) "
+            f"with a logical axis in {sorted(known)}",
+        )
+        axes = rule[1] if isinstance(rule[1], tuple | list) else (rule[1],)
+        _check(
+            all(a in (None, "data", "fsdp", "tensor") for a in axes),
+            f"config.sharding_rules entry {tuple(rule)!r}: mesh axes must be data, fsdp, "
+            "tensor or None",
+        )
     return model
 
 

@@ -1,0 +1,81 @@
+"""Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow)."""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bf16 datasheet peaks per chip, FLOP/s, by `device_kind` prefix.
+DATASHEET_PEAKS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
+
+
+def measured_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        f(a).block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def peak_flops() -> tuple[float, str]:
+    """Per-device peak: the datasheet for known accelerators, else a matmul measured now."""
+    kind = jax.devices()[0].device_kind
+    for prefix, peak in DATASHEET_PEAKS.items():
+        if kind.startswith(prefix):
+            return peak, f"datasheet {prefix}"
+    return measured_matmul_flops(), f"measured f32 matmul on {kind}"
+
+
+class Writer:
+    """Writes on process 0 only. On resume, lines past the restored step are dropped."""
+
+    def __init__(self, workdir: str, resume_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if not enabled:
+            return
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(kept)
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step}
+        for k, v in metrics.items():
+            v = np.asarray(v)
+            if v.ndim == 0:
+                record[k] = float(v)
+                self.tb.add_scalar(k, float(v), step)
+            else:
+                record[k] = [float(x) for x in v.reshape(-1)]
+                for i, x in enumerate(record[k]):
+                    self.tb.add_scalar(f"{k}/layer_{i}", x, step)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,91 @@
+"""Device mesh (data, fsdp, tensor) and shardings from logical axis names.
+
+Parameters carry logical axis names (see `infini_jax.layers`); `config.sharding_rules` maps
+them onto mesh axes. Optimizer-state leaves that mirror a parameter (Adam's moments) get that
+parameter's sharding; everything else (counters, scalars) is replicated. The batch is split over
+`data` × `fsdp`.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from infini_jax.config import ConfigError
+
+AXES = ("data", "fsdp", "tensor")
+BATCH = PartitionSpec(("data", "fsdp"))
+
+
+def mesh_shape(mesh_cfg: ml_collections.ConfigDict, devices: int) -> tuple[int, int, int]:
+    """Resolves the one `-1` axis; the product must equal the device count."""
+    sizes = [mesh_cfg[a] for a in AXES]
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        if devices % known:
+            raise ConfigError(
+                f"config.mesh: {dict(zip(AXES, sizes, strict=True))} cannot fill "
+                f"{devices} devices ({devices} is not a multiple of {known})"
+            )
+        sizes[sizes.index(-1)] = devices // known
+    if math.prod(sizes) != devices:
+        raise ConfigError(
+            f"config.mesh: data×fsdp×tensor = {'×'.join(map(str, sizes))} = "
+            f"{math.prod(sizes)} but there are {devices} devices; make the product "
+            "equal the device count (or set one axis to -1)"
+        )
+    return tuple(sizes)
+
+
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
+    devices = devices if devices is not None else jax.devices()
+    shape = mesh_shape(mesh_cfg, len(devices))
+    return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+
+
+def check_batch(batch_size: int, mesh: Mesh, micro_batches: int) -> None:
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % (shards * micro_batches):
+        raise ConfigError(
+            f"config.data.batch_size={batch_size} is not divisible by data×fsdp "
+            f"({shards}) × optimizer.micro_batches ({micro_batches}); make it a "
+            "multiple"
+        )
+
+
+def rules(config: ml_collections.ConfigDict) -> tuple:
+    return tuple((name, axes if axes else None) for name, axes in config.sharding_rules)
+
+
+def param_shardings(logical_axes, mesh: Mesh, config) -> object:
+    """A tree of `NamedSharding` for `logical_axes` (from `model.param_logical_axes`)."""
+    return nn.logical_to_mesh_sharding(logical_axes, mesh, rules(config))
+
+
+def _names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def tree_shardings(abstract_tree, params_sharding, mesh: Mesh):
+    """Shardings for any tree containing parameter-shaped leaves (state, optimizer state):
+    a leaf whose path ends with a parameter's path and has its shape gets its sharding."""
+    by_path = {}
+    for path, sharding in jax.tree_util.tree_flatten_with_path(params_sharding)[0]:
+        by_path[_names(path)] = sharding
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def pick(path, leaf):
+        names = _names(path)
+        for start in range(len(names)):
+            sharding = by_path.get(names[start:])
+            if sharding is not None and len(sharding.spec) <= leaf.ndim:
+                return sharding
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, BATCH)

@@ -1,0 +1,204 @@
+r"""The main job: sharded training with orbax checkpoints, exact resume and metrics.
+
+  python -m infini_jax.train --config=configs/tiny.py --workdir=DIR [--config.x=y ...]
+
+Re-running the same command resumes from the latest checkpoint in DIR; once `total_steps` are
+done it says so and exits. Several processes (hosts): pass --coordinator_address,
+--num_processes and --process_id (or set JAX's environment variables); each feeds its share of
+the global batch and only process 0 writes logs.
+"""
+
+import functools
+import os
+import signal
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from infini_jax import checkpoint, optim, sharding
+from infini_jax import model as M
+from infini_jax.cli import parse_flags
+from infini_jax.config import ConfigError, save_config, validate
+from infini_jax.data import pipeline
+from infini_jax.data.sources import DataError
+from infini_jax.data.tokenizer import TokenizerError
+from infini_jax.flops import flops_per_token
+from infini_jax.metrics import Writer, peak_flops
+from infini_jax.train_step import TrainState, init_state, train_step
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (non-finite steps); checkpoints are intact."""
+
+
+def _check_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir"
+        ) from None
+
+
+def _global_batch(local: dict, batch_sharding) -> dict:
+    return {
+        k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
+        for k, v in local.items()
+    }
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) training; returns the last logged metrics."""
+    cfg = validate(config)
+    _check_workdir(workdir)
+    mesh = sharding.make_mesh(config.mesh)
+    o = config.optimizer
+    sharding.check_batch(config.data.batch_size, mesh, o.micro_batches)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    if config.data.batch_size % n_proc:
+        raise ConfigError(
+            f"config.data.batch_size={config.data.batch_size} is not divisible by "
+            f"the {n_proc} processes"
+        )
+    tok = pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
+    mngr = checkpoint.manager(workdir, config)
+    start = mngr.latest_step() or 0
+    if start:
+        checkpoint.check_compatible(checkpoint.saved_config(mngr, start), config, start)
+    if start >= config.total_steps:
+        print(
+            f"{workdir}: already trained {start} of total_steps={config.total_steps}; nothing "
+            "to do (raise --config.total_steps to continue)"
+        )
+        return {}
+    if proc == 0:
+        save_config(config, workdir)
+
+    tx, schedules = optim.make_optimizer(o, config.total_steps)
+    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
+    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
+    batch_sh = sharding.batch_sharding(mesh)
+    data = pipeline.make_dataset(
+        config.data,
+        tokenizer_path=tok.path,
+        seed=config.seed,
+        batch_size=config.data.batch_size // n_proc,
+        process_index=proc,
+        process_count=n_proc,
+    )
+    iterator = iter(data)
+    if start:
+        state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
+        pipeline.restore_iterator(iterator, data_state, proc, n_proc)
+    else:
+        state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
+
+    step_fn = jax.jit(
+        functools.partial(
+            train_step, cfg=cfg, tx=tx, schedules=schedules, micro_batches=o.micro_batches
+        ),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, None),
+        donate_argnums=0,
+    )
+    tokens_per_step = config.data.batch_size * config.data.seq_len
+    flops_tok = flops_per_token(cfg, config.data.seq_len)
+    peak, peak_source = peak_flops()
+    writer = Writer(workdir, start, enabled=proc == 0)
+    stop = {"sigterm": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+
+    def save(step: int, st: TrainState) -> None:
+        checkpoint.save(mngr, step, st, pipeline.iterator_state(iterator, proc, n_proc), config)
+
+    if proc == 0:
+        print(
+            f"{cfg.attention} model, {M.count_params(abstract.params):,} parameters; mesh "
+            f"{dict(mesh.shape)}; {n_proc} process(es); starting at step {start}; MFU peak: "
+            f"{peak / 1e9:,.0f} GFLOP/s per device ({peak_source})"
+        )
+    bar = tqdm(
+        total=config.total_steps,
+        initial=start,
+        disable=proc != 0,
+        desc="train",
+        unit="step",
+        file=sys.stderr,
+    )
+    last, window_start, window_steps = {}, time.perf_counter(), 0
+    try:
+        for step in range(start + 1, config.total_steps + 1):
+            batch = _global_batch(next(iterator), batch_sh)
+            state, metrics = step_fn(state, batch)
+            window_steps += 1
+            bar.update()
+            if step % config.log_every_steps == 0 or step == config.total_steps:
+                metrics = jax.device_get(metrics)
+                elapsed = time.perf_counter() - window_start
+                rate = tokens_per_step * window_steps / elapsed
+                last = {
+                    **metrics,
+                    "step_time_s": elapsed / window_steps,
+                    "tokens_per_s": rate,
+                    "mfu": rate * flops_tok / (peak * jax.device_count()),
+                }
+                writer.write(step, last)
+                bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+                window_start, window_steps = time.perf_counter(), 0
+                if int(metrics["nonfinite_run"]) >= o.max_nonfinite_steps:
+                    raise TrainingStopped(
+                        f"step {step}: {int(metrics['nonfinite_run'])} non-finite steps in a row "
+                        f"(limit optimizer.max_nonfinite_steps={o.max_nonfinite_steps}); updates "
+                        f"were skipped and the checkpoints in {workdir}/checkpoints are intact; "
+                        "lower the learning rate or check the data"
+                    )
+            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+                save(step, state)
+            if stop["sigterm"]:
+                if step % config.checkpoint_every_steps:
+                    save(step, state)
+                print(f"SIGTERM: saved step {step} to {workdir}/checkpoints; exiting")
+                break
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous)
+    return last
+
+
+def main(argv):
+    del argv
+    if _COORDINATOR.value:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if not _WORKDIR.value:
+        sys.exit("error: --workdir is required (checkpoints, metrics and config go there)")
+    try:
+        train(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, DataError, TokenizerError) as e:
+        sys.exit(f"config error: {e}")
+    except TrainingStopped as e:
+        sys.exit(f"stopped: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

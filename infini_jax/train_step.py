@@ -1,0 +1,124 @@
+"""The pure train step: `train_step(state, batch) -> (state, metrics)`.
+
+The loss is the token-mean next-token cross-entropy of the global batch, computed segment by
+segment inside the model's scan (no `[tokens, vocab]` logits beyond one segment's). Gradients
+are accumulated over `micro_batches` with a `lax.scan`. A non-finite loss or gradient norm skips
+the update (parameters and optimizer state unchanged) and is counted.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from infini_jax import model as M
+from infini_jax import ops
+from infini_jax.model_config import ModelConfig
+
+
+class TrainState(NamedTuple):
+    """Everything a step changes. All float leaves are float32."""
+
+    step: jax.Array  # int32 scalar: steps taken (including skipped ones)
+    params: dict
+    opt_state: optax.OptState
+    rng: jax.Array  # uint32 key data; split per step for anything stochastic
+    skipped: jax.Array  # int32: updates skipped for a non-finite loss or gradient
+    nonfinite_run: jax.Array  # int32: consecutive non-finite steps so far
+
+
+def init_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    key_params, key_rest = jax.random.split(jax.random.key(seed))
+    params = M.init_params(cfg, key_params)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(zero, params, tx.init(params), jax.random.key_data(key_rest), zero, zero)
+
+
+def memory_stats(memory: ops.Memory | None) -> dict[str, jax.Array]:
+    """Per layer: mean Frobenius norm of M and mean Σz over batch and kv heads."""
+    if memory is None:
+        return {}
+    m = jnp.sqrt(jnp.sum(memory.m**2, axis=(-2, -1)))  # [layers, batch, kv]
+    return {
+        "memory_norm": jnp.mean(m, axis=(1, 2)),
+        "memory_z": jnp.mean(jnp.sum(memory.z, axis=-1), axis=(1, 2)),
+    }
+
+
+def gate_stats(cfg: ModelConfig, params) -> dict[str, jax.Array]:
+    """Per layer: mean / min / max of g(b) over heads."""
+    if cfg.attention != "infini":
+        return {}
+    g = ops.gate_value(params["layers"]["attention"]["balance"], cfg.gate)  # [layers, heads]
+    return {"gate_mean": g.mean(-1), "gate_min": g.min(-1), "gate_max": g.max(-1)}
+
+
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    cfg: ModelConfig,
+    tx: optax.GradientTransformation,
+    schedules: dict,
+    micro_batches: int = 1,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a global batch of `[batch, seq]` arrays (tokens, targets, mask,
+    segment_ids). Returns the new state and scalar / per-layer metrics."""
+
+    def loss_sum(params, mb):
+        nll, count, memory = M.sequence_loss(
+            cfg, params, mb["tokens"], mb["targets"], mask=mb["mask"], segment_ids=mb["segment_ids"]
+        )
+        return nll.sum(), (count.sum(), memory)
+
+    grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
+    if micro_batches == 1:
+        (nll, (count, memory)), grads = grad_fn(state.params, batch)
+    else:
+        split = jax.tree.map(
+            lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch
+        )
+
+        def accumulate(carry, mb):
+            (nll, (count, memory)), grads = grad_fn(state.params, mb)
+            total_nll, total_count, total_grads = carry
+            return (
+                total_nll + nll,
+                total_count + count,
+                jax.tree.map(jnp.add, total_grads, grads),
+            ), memory
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (nll, count, grads), memories = jax.lax.scan(
+            accumulate, (jnp.float32(0), jnp.float32(0), zeros), split
+        )
+        memory = jax.tree.map(lambda x: x[-1], memories)
+    count = jnp.maximum(count, 1.0)
+    loss = nll / count
+    grads = jax.tree.map(lambda g: g / count, grads)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        rng=jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state.rng))[0]),
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+        nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "tokens": count,
+        "lr": schedules["lr"](state.step),
+        "gate_lr": schedules["gate_lr"](state.step),
+        "skipped": new_state.skipped,
+        "nonfinite_run": new_state.nonfinite_run,
+        **gate_stats(cfg, state.params),
+        **memory_stats(memory),
+    }
+    return new_state, metrics
