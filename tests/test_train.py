@@ -1,0 +1,254 @@
+"""The main job: device-count invariance, exact resume after SIGKILL, SIGTERM, re-meshing,
+parameter groups and the non-finite guard."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from infini_jax import optim
+from infini_jax import train as T
+from infini_jax.config import load_config
+from infini_jax.train_step import init_state, train_step
+from tests.conftest import ROOT, config_path, small_model
+
+SMALL = [
+    "--config.model.d_model=64",
+    "--config.model.mlp_dim=128",
+    "--config.data.seq_len=128",
+    "--config.model.segment_len=32",
+    "--config.data.synthetic.min_length=64",
+    "--config.data.synthetic.max_length=128",
+    "--config.log_every_steps=1",
+    "--config.optimizer.warmup_steps=2",
+]
+
+
+def launch(workdir, *extra, devices=1, wait=True):
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "infini_jax.train",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f)}
+
+
+def wait_for_step(workdir, step, proc, timeout=300):
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and any(s >= step for s in losses(workdir)):
+            return
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    raise TimeoutError(f"step {step} not reached")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 6-step run on 1 device."""
+    workdir = str(tmp_path_factory.mktemp("ref"))
+    launch(workdir, "--config.total_steps=6", "--config.checkpoint_every_steps=2")
+    return losses(workdir)
+
+
+def test_eight_devices_give_the_same_losses_as_one(reference, tmp_path):
+    launch(
+        str(tmp_path),
+        "--config.total_steps=6",
+        "--config.mesh.data=2",
+        "--config.mesh.fsdp=2",
+        "--config.mesh.tensor=2",
+        devices=8,
+    )
+    got = losses(str(tmp_path))
+    assert sorted(got) == list(range(1, 7))
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
+    )
+    assert reference[6] < reference[1]
+
+
+def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
+    workdir = str(tmp_path)
+    proc = launch(
+        workdir, "--config.total_steps=6", "--config.checkpoint_every_steps=2", wait=False
+    )
+    wait_for_step(workdir, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = launch(workdir, "--config.total_steps=6", "--config.checkpoint_every_steps=2")
+    assert losses(workdir) == reference  # every step, bitwise (JSON keeps float32 exact)
+    out = launch(workdir, "--config.total_steps=6", "--config.checkpoint_every_steps=2")
+    assert "nothing to do" in out
+
+
+def test_sigterm_saves_then_exits_zero(tmp_path):
+    workdir = str(tmp_path)
+    proc = launch(
+        workdir, "--config.total_steps=1000", "--config.checkpoint_every_steps=500", wait=False
+    )
+    wait_for_step(workdir, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+    assert saved and 2 <= max(saved) < 500 and f"saved step {max(saved)}" in out
+
+
+def test_restore_onto_other_device_counts(reference, tmp_path):
+    base = str(tmp_path / "eight")
+    launch(
+        base,
+        "--config.total_steps=6",
+        "--config.checkpoint_every_steps=4",
+        "--config.mesh.data=2",
+        "--config.mesh.fsdp=2",
+        "--config.mesh.tensor=2",
+        devices=8,
+    )
+    subprocess.run(["rm", "-r", os.path.join(base, "checkpoints", "6")], check=True)
+    for devices, mesh in ((1, []), (4, ["--config.mesh.fsdp=2", "--config.mesh.tensor=2"])):
+        workdir = str(tmp_path / f"on{devices}")
+        subprocess.run(["cp", "-r", base, workdir], check=True)
+        launch(
+            workdir,
+            "--config.total_steps=6",
+            "--config.checkpoint_every_steps=4",
+            *mesh,
+            devices=devices,
+        )
+        got = losses(workdir)
+        np.testing.assert_allclose([got[5], got[6]], [reference[5], reference[6]], rtol=2e-5)
+
+
+def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
+    workdir = str(tmp_path)
+    launch(workdir, "--config.total_steps=1")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    base = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL]
+    r = subprocess.run(
+        [*base, f"--workdir={workdir}", "--config.total_steps=3", "--config.model.num_layers=3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "incompatible model config (model.num_layers: checkpoint 2 vs config 3)" in r.stderr
+    r = subprocess.run(
+        [*base, f"--workdir={tmp_path}/b", "--config.mesh.data=3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "config.mesh: data×fsdp×tensor = 3×1×1 = 3 but there are 2 devices" in r.stderr
+    r = subprocess.run(
+        [*base, f"--workdir={tmp_path}/c", "--config.data.batch_size=3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "config.data.batch_size=3 is not divisible by data×fsdp (2)" in r.stderr
+    (tmp_path / "file").write_text("")
+    r = subprocess.run(
+        [*base, f"--workdir={tmp_path}/file/sub"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert f"workdir {tmp_path}/file/sub is not writable" in r.stderr
+
+
+def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
+    o = tiny_config.optimizer
+    o.warmup_steps, o.learning_rate, o.gate_learning_rate, o.weight_decay = 0, 1e-3, 1e-2, 0.1
+    tx, schedules = optim.make_optimizer(o, total_steps=100)
+    params = init_state(small_model(), optax.identity(), 0).params
+    groups = optim.param_groups(params, o)
+    assert groups["layers"]["attention"]["balance"] == "balance"
+    assert groups["layers"]["attention_norm"]["scale"] == "no_decay"
+    assert groups["layers"]["mlp"]["up"]["kernel"] == "decay"
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)  # clipped, then normalised by Adam
+    # Adam's first step moves every parameter by lr (normalised gradient 1) plus lr·wd·p.
+    kernel = params["layers"]["mlp"]["up"]["kernel"]
+    np.testing.assert_allclose(
+        updates["layers"]["mlp"]["up"]["kernel"], -1e-3 * (1 + 0.1 * kernel), rtol=1e-4, atol=1e-9
+    )
+    np.testing.assert_allclose(updates["layers"]["attention"]["balance"], -1e-2, rtol=1e-4)
+    np.testing.assert_allclose(updates["layers"]["attention_norm"]["scale"], -1e-3, rtol=1e-4)
+    zero, _ = tx.update(jax.tree.map(jnp.zeros_like, grads), tx.init(params), params)
+    assert np.all(np.asarray(zero["layers"]["attention"]["balance"]) == 0)  # no decay
+
+
+def test_non_finite_steps_are_skipped_and_counted(tiny_config):
+    cfg = small_model()
+    tx, schedules = optim.make_optimizer(tiny_config.optimizer, 10)
+    state = init_state(cfg, tx, 0)
+    tokens = jnp.zeros((2, 32), jnp.int32)
+    batch = {
+        "tokens": tokens,
+        "targets": tokens,
+        "mask": jnp.ones((2, 32), bool),
+        "segment_ids": jnp.ones((2, 32), jnp.int32),
+    }
+    step = jax.jit(lambda s, b: train_step(s, b, cfg=cfg, tx=tx, schedules=schedules))
+    good, metrics = step(state, batch)
+    assert int(good.skipped) == 0 and np.isfinite(metrics["loss"])
+    poisoned = state._replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+    for i in (1, 2):
+        poisoned, metrics = step(poisoned, batch)
+        assert int(metrics["skipped"]) == i and int(metrics["nonfinite_run"]) == i
+    assert int(poisoned.step) == 2  # the data still advances
+    after, metrics = step(good, batch)
+    assert int(metrics["nonfinite_run"]) == 0
+
+
+def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
+    config = load_config(config_path("tiny.py"))
+    config.data.seq_len, config.model.segment_len, config.data.batch_size = 64, 32, 2
+    config.data.synthetic.min_length, config.data.synthetic.max_length = 64, 64
+    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 20, 1, 1
+    config.optimizer.warmup_steps, config.optimizer.max_nonfinite_steps = 0, 2
+    config.optimizer.learning_rate, config.optimizer.clip_norm = 1e38, 1e38
+    with pytest.raises(T.TrainingStopped, match="2 non-finite steps in a row"):
+        T.train(config, str(tmp_path))
+    steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
+    assert steps and max(steps) < 20
