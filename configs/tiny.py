@@ -73,6 +73,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.synthetic.kv_recall_weight = 0.5  # Share of key-value recall documents.
     d.synthetic.tokenizer_vocab_size = 512  # Vocabulary of the built-in tokenizer.
 
+    c.report = ml_collections.ConfigDict()
+    c.report.passkey_multiples = (
+        1,
+        4,
+        16,
+    )  # Passkey check at these multiples of seq_len; () = off.
+    c.report.passkey_samples = 8  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
+
     o = c.optimizer = ml_collections.ConfigDict()
     o.learning_rate = 3e-3  # Peak LR.
     o.end_learning_rate = 3e-4  # LR at the end of the cosine.

@@ -158,6 +158,12 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         ">= 64 tokens (a document needs its preamble, needle and question)",
     )
 
+    _check(
+        all(isinstance(m, int) and m > 0 for m in config.report.passkey_multiples),
+        "config.report.passkey_multiples must be positive integers (multiples of seq_len)",
+    )
+    _positive_ints(config.report, "report", ("passkey_samples",))
+
     o = config.optimizer
     for name in (
         "learning_rate",

@@ -30,6 +30,7 @@ from infini_jax.data.sources import DataError
 from infini_jax.data.tokenizer import TokenizerError
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
+from infini_jax.report import format_summary, write_report
 from infini_jax.train_step import TrainState, init_state, train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
@@ -182,6 +183,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         mngr.close()
         writer.close()
         signal.signal(signal.SIGTERM, previous)
+    if proc == 0 and int(state.step) == config.total_steps and config.report.passkey_multiples:
+        summary = write_report(workdir, config, cfg, jax.device_get(state.params), tok)
+        print(f"report: {workdir}/report.md; {format_summary(summary)}")
+        last["passkey"] = summary
     return last
 
 

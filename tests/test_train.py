@@ -252,3 +252,35 @@ def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
         T.train(config, str(tmp_path))
     steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
     assert steps and max(steps) < 20
+
+
+def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path):
+    base = [
+        sys.executable,
+        "-m",
+        "infini_jax.train",
+        "--config=configs/tiny.py",
+        f"--workdir={tmp_path}/w",
+    ]
+    r = subprocess.run(
+        [*base, "--config.model.num_kv_heads=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert (
+        "config error: config.model.num_kv_heads=3 does not divide config.model.num_heads=4 "
+        "(grouped-query attention needs whole groups)"
+    ) in r.stderr.splitlines()
+    assert not os.path.exists(tmp_path / "w")  # nothing written
+    r = subprocess.run(
+        [*base, "--config.model.num_expert=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "unknown config field 'num_expert' in --config.model.num_expert" in r.stderr
