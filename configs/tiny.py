@@ -15,6 +15,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every_steps = 10  # Metrics every this many steps.
     c.checkpoint_every_steps = 100  # Checkpoint every this many steps.
     c.keep_checkpoints = 2  # How many recent checkpoints to keep.
+    c.eval_every_steps = 0  # Validation loss on held-out data every this many steps; 0 = off.
+    c.eval_batches = 4  # Held-out batches per validation (the same ones every time).
 
     c.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
 

@@ -163,6 +163,11 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         "config.report.passkey_multiples must be positive integers (multiples of seq_len)",
     )
     _positive_ints(config.report, "report", ("passkey_samples",))
+    _positive_ints(config, "", ("eval_batches",))
+    _check(
+        isinstance(config.eval_every_steps, int) and config.eval_every_steps >= 0,
+        f"config.eval_every_steps={config.eval_every_steps!r} must be an integer >= 0",
+    )
 
     o = config.optimizer
     for name in (

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
@@ -62,6 +63,44 @@ def _global_batch(local: dict, batch_sharding) -> dict:
         k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
         for k, v in local.items()
     }
+
+
+def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
+    """A function params → mean loss over `eval_batches` held-out batches (same each time)."""
+    if not config.eval_every_steps:
+        return None
+
+    @functools.partial(jax.jit, in_shardings=(state_sh.params, batch_sh))
+    def loss_sums(params, batch):
+        nll, count, _ = M.sequence_loss(
+            cfg,
+            params,
+            batch["tokens"],
+            batch["targets"],
+            mask=batch["mask"],
+            segment_ids=batch["segment_ids"],
+        )
+        return nll.sum(), count.sum()
+
+    def run(params) -> float:
+        data = pipeline.make_dataset(
+            config.data,
+            tokenizer_path=tok.path,
+            seed=config.seed,
+            batch_size=config.data.batch_size // n_proc,
+            split="validation",
+            process_index=proc,
+            process_count=n_proc,
+        )
+        total, count = 0.0, 0.0
+        for i, batch in enumerate(data):
+            if i == config.eval_batches:
+                break
+            nll, n = loss_sums(params, _global_batch(batch, batch_sh))
+            total, count = total + float(nll), count + float(n)
+        return total / max(count, 1.0)
+
+    return run
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -119,6 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         out_shardings=(state_sh, None),
         donate_argnums=0,
     )
+    validate_fn = _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc)
     tokens_per_step = config.data.batch_size * config.data.seq_len
     flops_tok = flops_per_token(cfg, config.data.seq_len)
     peak, peak_source = peak_flops()
@@ -144,10 +184,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         file=sys.stderr,
     )
     last, window_start, window_steps = {}, time.perf_counter(), 0
+    pending = None  # (step, non-finite counter) of the previous step, read after dispatching
+
+    def check_nonfinite(step: int, run) -> None:
+        if int(run) >= o.max_nonfinite_steps:
+            raise TrainingStopped(
+                f"step {step}: {int(run)} non-finite steps in a row (limit "
+                f"optimizer.max_nonfinite_steps={o.max_nonfinite_steps}); their updates were "
+                f"skipped and the checkpoints in {workdir}/checkpoints are intact; lower the "
+                "learning rate or check the data"
+            )
+
     try:
         for step in range(start + 1, config.total_steps + 1):
             batch = _global_batch(next(iterator), batch_sh)
             state, metrics = step_fn(state, batch)
+            if pending is not None:  # checks every step without stalling the device queue
+                check_nonfinite(*pending)
+            pending = (step, metrics["nonfinite_run"])
             window_steps += 1
             bar.update()
             if step % config.log_every_steps == 0 or step == config.total_steps:
@@ -160,16 +214,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "tokens_per_s": rate,
                     "mfu": rate * flops_tok / (peak * jax.device_count()),
                 }
+                if config.eval_every_steps and step % config.eval_every_steps == 0:
+                    last["val_loss"] = validate_fn(state.params)
                 writer.write(step, last)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
                 window_start, window_steps = time.perf_counter(), 0
-                if int(metrics["nonfinite_run"]) >= o.max_nonfinite_steps:
-                    raise TrainingStopped(
-                        f"step {step}: {int(metrics['nonfinite_run'])} non-finite steps in a row "
-                        f"(limit optimizer.max_nonfinite_steps={o.max_nonfinite_steps}); updates "
-                        f"were skipped and the checkpoints in {workdir}/checkpoints are intact; "
-                        "lower the learning rate or check the data"
-                    )
+            if step == config.total_steps:
+                check_nonfinite(*pending)
             if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
                 save(step, state)
             if stop["sigterm"]:
@@ -183,10 +234,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         mngr.close()
         writer.close()
         signal.signal(signal.SIGTERM, previous)
-    if proc == 0 and int(state.step) == config.total_steps and config.report.passkey_multiples:
-        summary = write_report(workdir, config, cfg, jax.device_get(state.params), tok)
-        print(f"report: {workdir}/report.md; {format_summary(summary)}")
-        last["passkey"] = summary
+    if int(state.step) == config.total_steps and config.report.passkey_multiples:
+        params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
+        if proc == 0:
+            summary = write_report(workdir, config, cfg, params, tok)
+            print(f"report: {workdir}/report.md; {format_summary(summary)}")
+            last["passkey"] = summary
     return last
 
 

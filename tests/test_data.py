@@ -226,3 +226,9 @@ def test_synthetic_documents_are_exact_and_deterministic(tok, task):
     shallow = tasks.sample(np.random.default_rng(6), task, 600, depth=0.0)
     deep = tasks.sample(np.random.default_rng(6), task, 600, depth=1.0)
     assert shallow.needle_start < deep.needle_start  # depth 0 is furthest from the question
+
+
+def test_synthetic_length_shorter_than_the_fixed_parts_is_an_error(tok):
+    tasks = synthetic.SyntheticTasks(tok.encode)
+    with pytest.raises(ValueError, match="passkey document needs at least .* length=20 is too"):
+        tasks.sample(np.random.default_rng(0), "passkey", 20)

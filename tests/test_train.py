@@ -284,3 +284,23 @@ def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path)
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "unknown config field 'num_expert' in --config.model.num_expert" in r.stderr
+
+
+def test_end_of_run_report(tmp_path):
+    config = load_config(config_path("tiny.py"))
+    config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 4
+    config.data.synthetic.min_length, config.data.synthetic.max_length = 64, 128
+    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
+    config.report.passkey_multiples, config.report.passkey_samples = (1, 2), 2
+    config.eval_every_steps, config.eval_batches = 3, 2
+    last = T.train(config, str(tmp_path))
+    assert 0 < last["val_loss"] < 10
+    summary = last["passkey"]
+    assert set(summary["by_length"]) == {"128", "256"}
+    assert summary["overall"]["n"] == 2 * 5 * 2  # lengths x depths x samples
+    assert summary["beyond_first_segment"]["n"] > 0
+    with open(tmp_path / "passkey.json") as f:
+        samples = json.load(f)["samples"]
+    assert {s["segments_back"] for s in samples} >= {0, 1}
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 256 |" in (tmp_path / "report.md").read_text()

@@ -138,6 +138,11 @@ class SyntheticTasks:
             body = [t for f in facts for t in f[1]]
             question = self.encode(kv_question(qkey))
         tokens = np.asarray(pre + body + question + answer, np.int32)
+        if len(tokens) > length:
+            raise ValueError(
+                f"a {task} document needs at least {len(tokens)} tokens with this "
+                f"tokenizer; length={length} is too short"
+            )
         return Document(task, tokens, key, len(tokens) - len(answer), needle_start, depth)
 
 
