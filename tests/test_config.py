@@ -106,7 +106,9 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
 
     path = save_config(tiny_config, str(tmp_path))
     with open(path) as f:
-        assert json.load(f) == tiny_config.to_dict()
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(tiny_config.to_dict()))  # tuples are JSON lists
+    assert saved["model"]["segment_len"] == 64 and saved["sharding_rules"][0] == ["embed", "fsdp"]
 
 
 @pytest.mark.parametrize(

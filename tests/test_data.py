@@ -22,6 +22,7 @@ def tok(tmp_path_factory):
 def data_config(**over) -> ml_collections.ConfigDict:
     d = load_config(config_path("tiny.py")).data
     d.seq_len, d.validation_fraction = 32, 0.1
+    d.synthetic.min_length, d.synthetic.max_length = 192, 256  # fits the small test tokenizer
     for k, v in over.items():
         d[k] = v
     return d
@@ -232,3 +233,14 @@ def test_synthetic_length_shorter_than_the_fixed_parts_is_an_error(tok):
     tasks = synthetic.SyntheticTasks(tok.encode)
     with pytest.raises(ValueError, match="passkey document needs at least .* length=20 is too"):
         tasks.sample(np.random.default_rng(0), "passkey", 20)
+
+
+def test_min_length_too_short_for_a_task_is_a_start_up_error(tok):
+    d = data_config(seq_len=64)
+    d.synthetic.min_length = 64  # documents need more with this tokenizer
+    with pytest.raises(
+        sources.DataError,
+        match=r"config.data.synthetic.min_length=64 is too "
+        r"short: a (passkey|kv_recall) document needs at least \d+ tokens",
+    ):
+        P.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=1)

@@ -25,7 +25,7 @@ SMALL = [
     "--config.model.mlp_dim=128",
     "--config.data.seq_len=128",
     "--config.model.segment_len=32",
-    "--config.data.synthetic.min_length=64",
+    "--config.data.synthetic.min_length=128",
     "--config.data.synthetic.max_length=128",
     "--config.log_every_steps=1",
     "--config.optimizer.warmup_steps=2",
@@ -243,8 +243,8 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_config):
 
 def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
     config = load_config(config_path("tiny.py"))
-    config.data.seq_len, config.model.segment_len, config.data.batch_size = 64, 32, 2
-    config.data.synthetic.min_length, config.data.synthetic.max_length = 64, 64
+    config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
+    config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 20, 1, 1
     config.optimizer.warmup_steps, config.optimizer.max_nonfinite_steps = 0, 2
     config.optimizer.learning_rate, config.optimizer.clip_norm = 1e38, 1e38
@@ -289,7 +289,7 @@ def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path)
 def test_end_of_run_report(tmp_path):
     config = load_config(config_path("tiny.py"))
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 4
-    config.data.synthetic.min_length, config.data.synthetic.max_length = 64, 128
+    config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
     config.report.passkey_multiples, config.report.passkey_samples = (1, 2), 2
     config.eval_every_steps, config.eval_batches = 3, 2

@@ -14,6 +14,7 @@ from typing import Any
 import grain
 import ml_collections
 import numpy as np
+from absl import flags
 
 from infini_jax.data import synthetic
 from infini_jax.data.prepare import decode_record
@@ -48,6 +49,18 @@ class SyntheticSource:
         length = int(rng.integers(c["min_length"], c["max_length"] + 1)) - 1  # room for EOS
         doc = self._tasks.sample(rng, task, length)
         return np.append(doc.tokens, np.int32(EOS_ID)).astype(np.int32)
+
+
+def check_synthetic_lengths(syn: ml_collections.ConfigDict, tokenizer_path: str) -> None:
+    """Start-up check: the shortest configured document must fit every task's fixed parts."""
+    tasks = synthetic.SyntheticTasks(Tokenizer(tokenizer_path).encode, syn.key_digits)
+    for task in synthetic.TASKS:
+        try:
+            tasks.sample(np.random.default_rng(0), task, syn.min_length - 1)  # - 1: the EOS
+        except ValueError as e:
+            raise DataError(
+                f"config.data.synthetic.min_length={syn.min_length} is too short: {e}; raise it"
+            ) from None
 
 
 def array_record_source(pattern: str) -> grain.sources.ArrayRecordDataSource:
@@ -92,6 +105,7 @@ def _documents(
 ) -> grain.MapDataset:
     """One source of int32 token arrays (EOS-terminated documents) for one split."""
     if spec == "synthetic":
+        check_synthetic_lengths(data.synthetic, tokenizer_path)
         # Validation draws from a disjoint index range of the same generator.
         offset = 0 if split == "train" else SYNTHETIC_DOCS // 2
         source = SyntheticSource(tokenizer_path, seed, data.synthetic)
@@ -176,6 +190,8 @@ def make_dataset(
     endless = split == "train" and epochs is None
     ds = ds.map(_final).batch(batch_size, drop_remainder=endless)
     if data.worker_count > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use)
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.worker_count))
     return ds
 
