@@ -82,6 +82,8 @@ def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
         )
         return nll.sum(), count.sum()
 
+    data_batch = config.data.batch_size // n_proc
+
     def run(params) -> float:
         data = pipeline.make_dataset(
             config.data,
@@ -94,8 +96,8 @@ def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
         )
         total, count = 0.0, 0.0
         for i, batch in enumerate(data):
-            if i == config.eval_batches:
-                break
+            if i == config.eval_batches or len(batch["tokens"]) != data_batch:
+                break  # enough, or a final partial batch that would not split over the mesh
             nll, n = loss_sums(params, _global_batch(batch, batch_sh))
             total, count = total + float(nll), count + float(n)
         return total / max(count, 1.0)
