@@ -151,49 +151,27 @@ def test_restore_onto_other_device_counts(reference, tmp_path):
         np.testing.assert_allclose([got[5], got[6]], [reference[5], reference[6]], rtol=2e-5)
 
 
+def cli_error(*args, devices=2):
+    """Runs the job expecting a start-up error; returns stderr (one line, no traceback)."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL, *args]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return r.stderr
+
+
 def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
     workdir = str(tmp_path)
     launch(workdir, "--config.total_steps=1")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    base = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL]
-    r = subprocess.run(
-        [*base, f"--workdir={workdir}", "--config.total_steps=3", "--config.model.num_layers=3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "incompatible model config (model.num_layers: checkpoint 2 vs config 3)" in r.stderr
-    r = subprocess.run(
-        [*base, f"--workdir={tmp_path}/b", "--config.mesh.data=3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert "config.mesh: data×fsdp×tensor = 3×1×1 = 3 but there are 2 devices" in r.stderr
-    r = subprocess.run(
-        [*base, f"--workdir={tmp_path}/c", "--config.data.batch_size=3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert "config.data.batch_size=3 is not divisible by data×fsdp (2)" in r.stderr
+    err = cli_error(f"--workdir={workdir}", "--config.total_steps=3", "--config.model.num_layers=3")
+    assert "incompatible model config (model.num_layers: checkpoint 2 vs config 3)" in err
+    err = cli_error(f"--workdir={tmp_path}/b", "--config.mesh.data=3")
+    assert "config.mesh: data×fsdp×tensor = 3×1×1 = 3 but there are 2 devices" in err
+    err = cli_error(f"--workdir={tmp_path}/c", "--config.data.batch_size=3")
+    assert "config.data.batch_size=3 is not divisible by data×fsdp (2)" in err
     (tmp_path / "file").write_text("")
-    r = subprocess.run(
-        [*base, f"--workdir={tmp_path}/file/sub"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert f"workdir {tmp_path}/file/sub is not writable" in r.stderr
+    err = cli_error(f"--workdir={tmp_path}/file/sub")
+    assert f"workdir {tmp_path}/file/sub is not writable" in err
 
 
 def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
@@ -255,35 +233,14 @@ def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
 
 
 def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path):
-    base = [
-        sys.executable,
-        "-m",
-        "infini_jax.train",
-        "--config=configs/tiny.py",
-        f"--workdir={tmp_path}/w",
-    ]
-    r = subprocess.run(
-        [*base, "--config.model.num_kv_heads=3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    err = cli_error(f"--workdir={tmp_path}/w", "--config.model.num_kv_heads=3")
     assert (
         "config error: config.model.num_kv_heads=3 does not divide config.model.num_heads=4 "
         "(grouped-query attention needs whole groups)"
-    ) in r.stderr.splitlines()
+    ) in err.splitlines()
     assert not os.path.exists(tmp_path / "w")  # nothing written
-    r = subprocess.run(
-        [*base, "--config.model.num_expert=2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "unknown config field 'num_expert' in --config.model.num_expert" in r.stderr
+    err = cli_error(f"--workdir={tmp_path}/w", "--config.model.num_expert=2")
+    assert "unknown config field 'num_expert' in --config.model.num_expert" in err
 
 
 def test_end_of_run_report(tmp_path):

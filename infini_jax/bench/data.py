@@ -16,25 +16,14 @@ import os
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from infini_jax.config import load_config, validate
 from infini_jax.data import pipeline, prepare, tokenizer
 from infini_jax.flops import flops_per_token
+from infini_jax.metrics import measured_matmul_flops
 
 PEAKS = {"H100 bf16": 989e12, "TPU v5p bf16": 459e12}  # datasheet dense peaks
-
-
-def matmul_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 10) -> float:
-    a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        f(a).block_until_ready()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def pipeline_rate(data, tok_path: str, batch: int, seconds: float) -> float:
@@ -75,7 +64,7 @@ def main(argv=None):
     config = load_config(args.config)
     cfg = validate(config)
     seq, batch = config.data.seq_len, config.data.batch_size
-    peak = matmul_flops()
+    peak = measured_matmul_flops(n=2048, repeats=10)
     step_rate = peak / flops_per_token(cfg, seq)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
