@@ -19,7 +19,7 @@ from absl import flags
 from infini_jax.data import synthetic
 from infini_jax.data.prepare import decode_record
 from infini_jax.data.sources import DataError
-from infini_jax.data.tokenizer import EOS_ID, Tokenizer
+from infini_jax.data.tokenizer import EOS_ID, Tokenizer, default_tokenizer
 
 PACKING = ("concat", "padding")
 SPLITS = ("train", "validation")
@@ -221,8 +221,6 @@ def resolve_tokenizer(
     data: ml_collections.ConfigDict, workdir: str, vocab_size: int, seed: int
 ) -> Tokenizer:
     """The configured tokenizer (or the built-in one), checked against the model's vocab."""
-    from infini_jax.data.tokenizer import default_tokenizer
-
     tok = (
         Tokenizer(data.tokenizer)
         if data.tokenizer

@@ -110,7 +110,7 @@ def read_documents(
                 yield from _count(text, stats)
             return
         text = _decode(f.read(), stats)
-    for doc in text.split("\n\n") if "\n\n" in text else [text]:
+    for doc in text.split("\n\n"):
         yield from _count(doc.strip("\n"), stats)
 
 

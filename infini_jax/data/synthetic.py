@@ -89,15 +89,6 @@ class SyntheticTasks:
             self._cache[text] = list(self.encode(text))
         return self._cache[text]
 
-    def overhead(self, task: str) -> int:
-        """Tokens a document needs beyond its filler (with a representative key)."""
-        key = "9" * self.key_digits
-        if task == "passkey":
-            pieces = [PREAMBLE, passkey_needle(key), PASSKEY_QUESTION, " " + key]
-        else:
-            pieces = [PREAMBLE, kv_fact("9999", key), kv_question("9999"), " " + key]
-        return sum(len(self.encode(p)) for p in pieces)
-
     def sample(
         self, rng: np.random.Generator, task: str, length: int, depth: float | None = None
     ) -> Document:
