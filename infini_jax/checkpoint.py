@@ -11,7 +11,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from infini_jax.config import ConfigError
+from infini_jax import model as M
+from infini_jax.config import ConfigError, validate
 
 
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -78,3 +79,57 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
         ),
     )
     return restored["state"], restored["data"]
+
+
+def resolve(path: str) -> tuple[str, int | None]:
+    """`WORKDIR`, `WORKDIR/STEP` or `WORKDIR/checkpoints/STEP` → (workdir, step or None)."""
+    path = os.path.abspath(path.rstrip("/"))
+    head, tail = os.path.split(path)
+    if tail.isdigit():
+        workdir = os.path.dirname(head) if os.path.basename(head) == "checkpoints" else head
+        return workdir, int(tail)
+    return path, None
+
+
+def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict, int, dict]:
+    """Parameters only (no optimizer state) of a training checkpoint.
+
+    Args:
+      path: see `resolve`; without a step, the latest.
+      shardings_fn: `(config, abstract params) -> shardings` tree; None = the first device.
+
+    Returns:
+      `(config saved with the checkpoint, step, params)`.
+    """
+    workdir, step = resolve(path)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise ConfigError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
+    mngr = ocp.CheckpointManager(ckpt_dir)
+    steps = mngr.all_steps()
+    step = step if step is not None else mngr.latest_step()
+    if step is None or step not in steps:
+        raise ConfigError(f"checkpoint step {step} not in {ckpt_dir} (steps saved: {steps})")
+    config = ml_collections.ConfigDict(saved_config(mngr, step))
+    cfg = validate(config)
+    abstract = jax.eval_shape(lambda: M.init_params(cfg, jax.random.key(0)))
+    if shardings_fn is None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract)
+    else:
+        shardings = shardings_fn(config, abstract)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item={"params": target},
+                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
+                partial_restore=True,
+            )
+        ),
+    )
+    mngr.close()
+    return config, step, restored["state"]["params"]

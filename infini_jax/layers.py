@@ -64,22 +64,30 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, memory: ops.Memory | None, mask: jax.Array, segment_ids: jax.Array
-    ) -> tuple[jax.Array, ops.Memory | None]:
-        """One segment (or the whole sequence for "full") of one layer.
+        self,
+        x: jax.Array,
+        memory: ops.Memory | None,
+        mask: jax.Array,
+        segment_ids: jax.Array,
+        cache: ops.KVCache | None = None,
+    ) -> tuple[jax.Array, ops.Memory | None, ops.KVCache | None]:
+        """One segment (or the whole sequence for "full") of one layer, or with `cache` one
+        generated token.
 
         Args:
-          x: `[batch, n, d_model]` normalised hidden states.
+          x: `[batch, n, d_model]` normalised hidden states (`n = 1` with a cache).
           memory: this layer's state before the segment (infini), else None.
           mask: `[batch, n]` bool, False = padding. segment_ids: `[batch, n]` int documents.
+          cache: this layer's KV cache of the current window (generation), else None.
 
         Returns:
-          `(y [batch, n, d_model], memory after the segment or None)`.
+          `(y [batch, n, d_model], memory after the segment or None, cache or None)`.
         """
         c = self.cfg
         q = _dense(c, (c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), "query")(x)
         k = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "key")(x)
         v = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "value")(x)
+        balance = None
         if c.attention == "infini":
             balance = self.param(
                 "balance",
@@ -87,25 +95,27 @@ class Attention(nn.Module):
                 (c.num_heads,),
                 jnp.float32,
             )
+        infini = dict(
+            update=c.memory_update,
+            gate=c.gate,
+            rope_theta=c.rope_theta,
+            empty_memory=c.empty_memory,
+        )
+        if cache is not None and balance is not None:
+            out, memory, cache = ops.infini_decode(q, k, v, balance, memory, cache, **infini)
+        elif cache is not None:
+            wrap = c.attention == "local"
+            out, cache = ops.local_decode(q, k, v, cache, rope_theta=c.rope_theta, wrap=wrap)
+        elif balance is not None:
             out, memory = ops.infini_segment(
-                q,
-                k,
-                v,
-                balance,
-                memory,
-                update=c.memory_update,
-                gate=c.gate,
-                rope_theta=c.rope_theta,
-                mask=mask,
-                segment_ids=segment_ids,
-                empty_memory=c.empty_memory,
+                q, k, v, balance, memory, mask=mask, segment_ids=segment_ids, **infini
             )
         else:
             out = ops.local_attention(
                 q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=c.rope_theta
             )
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
-        return y, memory
+        return y, memory, cache
 
 
 class Block(nn.Module):
@@ -114,18 +124,22 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, memory, mask, segment_ids):
-        """x: `[batch, n, d_model]`; memory: this layer's state. Returns `(x, memory)`."""
+    def __call__(self, x, state, mask, segment_ids):
+        """x: `[batch, n, d_model]`; state: this layer's `(memory, cache)`.
+
+        Returns `(x, (memory, cache))`."""
         c = self.cfg
-        h, memory = Attention(c, name="attention")(
+        memory, cache = state
+        h, memory, cache = Attention(c, name="attention")(
             RMSNorm(c.norm_eps, c.compute_dtype, name="attention_norm")(x),
             memory,
             mask,
             segment_ids,
+            cache,
         )
         x = x + h
         x = x + MLP(c, name="mlp")(RMSNorm(c.norm_eps, c.compute_dtype, name="mlp_norm")(x))
-        return x, memory
+        return x, (memory, cache)
 
 
 class Transformer(nn.Module):
@@ -144,11 +158,14 @@ class Transformer(nn.Module):
         memory: ops.Memory | None = None,
         mask: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
-    ) -> tuple[jax.Array, ops.Memory | None]:
+        cache: ops.KVCache | None = None,
+    ):
         """Args: tokens `[batch, n]` int; memory stacked `[layers, batch, ...]` (infini) or None;
-        mask `[batch, n]` bool; segment_ids `[batch, n]` int.
+        mask `[batch, n]` bool; segment_ids `[batch, n]` int; cache: stacked `[layers, ...]` KV
+        caches for generating one token (`n = 1`), else None.
 
-        Returns: `(logits [batch, n, vocab] float32, memory after the segment)`.
+        Returns: `(logits [batch, n, vocab] float32, memory after the segment)`, and with a
+        cache `(logits, memory, cache)`.
         """
         c = self.cfg
         if mask is None:
@@ -173,10 +190,12 @@ class Transformer(nn.Module):
             length=c.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        x, memory = stack(c, name="layers")(x, memory, mask, segment_ids)
+        x, (memory, new_cache) = stack(c, name="layers")(x, (memory, cache), mask, segment_ids)
         x = RMSNorm(c.norm_eps, c.compute_dtype, name="final_norm")(x)
         if c.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = _dense(c, c.vocab_size, ("embed", "vocab"), "unembed")(x)
-        return logits.astype(jnp.float32), memory
+        if cache is None:
+            return logits.astype(jnp.float32), memory
+        return logits.astype(jnp.float32), memory, new_cache

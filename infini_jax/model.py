@@ -72,6 +72,32 @@ def segment_step(
     return Transformer(cfg).apply({"params": params}, tokens, memory, mask, segment_ids)
 
 
+def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
+    """Empty KV caches of every layer, stacked on a leading `[layers]` axis: one segment's
+    slots for "infini"/"local", `max_len` (prompt + new tokens) for "full"."""
+    window = max_len if cfg.attention == "full" else cfg.segment_len
+    cache = ops.init_cache(batch, window, cfg.num_kv_heads, cfg.head_dim, cfg.compute_dtype)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.num_layers, *x.shape)), cache)
+
+
+def decode_step(
+    cfg: ModelConfig,
+    params: Params,
+    token: jax.Array,
+    memory: ops.Memory | None,
+    cache: ops.KVCache,
+) -> tuple[jax.Array, ops.Memory | None, ops.KVCache]:
+    """One generated token: `token` `[batch]` int → `(logits [batch, vocab] f32, memory, cache)`.
+
+    Equals `segment_step` on the segment so far at its last position; when the token completes a
+    segment, the memory takes it in and the cache starts over (infini / local).
+    """
+    logits, memory, cache = Transformer(cfg).apply(
+        {"params": params}, token[:, None], memory, cache=cache
+    )
+    return logits[:, 0], memory, cache
+
+
 def window_len(cfg: ModelConfig, seq_len: int) -> int:
     """Tokens per scan step: the whole sequence for "full", else `segment_len`."""
     if cfg.attention == "full":

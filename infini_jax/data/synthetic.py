@@ -40,7 +40,7 @@ def kv_question(key: str) -> str:
     return f" What is the value of key {key}? The value of key {key} is"
 
 
-def _digits(rng: np.random.Generator, n: int) -> str:
+def random_digits(rng: np.random.Generator, n: int) -> str:
     first = str(rng.integers(1, 10))  # no leading zero
     return first + "".join(str(d) for d in rng.integers(0, 10, size=n - 1))
 
@@ -63,13 +63,13 @@ def text_document(rng: np.random.Generator, task: str, n_filler: int, key_digits
     """Plain-text form of a document (for tokenizer training): `n_filler` filler units."""
     depth = rng.uniform()
     at = int(round(depth * n_filler))
-    key = _digits(rng, key_digits)
+    key = random_digits(rng, key_digits)
     if task == "passkey":
         body = [FILLER] * n_filler
         body.insert(at, passkey_needle(key))
         return PREAMBLE + "".join(body) + PASSKEY_QUESTION + " " + key + "."
     keys = [f"{k:04d}" for k in rng.choice(np.arange(1000, 10000), max(1, n_filler), False)]
-    values = [_digits(rng, key_digits) for _ in keys]
+    values = [random_digits(rng, key_digits) for _ in keys]
     qi = min(at, len(keys) - 1)
     values[qi] = key
     facts = [kv_fact(k, v) for k, v in zip(keys, values, strict=True)]
@@ -96,7 +96,7 @@ class SyntheticTasks:
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {TASKS}")
         depth = float(rng.uniform()) if depth is None else depth
-        key = _digits(rng, self.key_digits)
+        key = random_digits(rng, self.key_digits)
         answer = self.encode(" " + key)
         filler = self._tok(FILLER)
         pre = self._tok(PREAMBLE)
@@ -113,10 +113,10 @@ class SyntheticTasks:
             fact_budget = length - len(pre) - len(answer)
             facts, total = [], 0
             while True:  # facts with distinct keys, each followed by one filler unit
-                fkey = _digits(rng, 4)
+                fkey = random_digits(rng, 4)
                 if any(fkey == f[0] for f in facts):
                     continue
-                fact = self.encode(kv_fact(fkey, _digits(rng, self.key_digits))) + filler
+                fact = self.encode(kv_fact(fkey, random_digits(rng, self.key_digits))) + filler
                 q_len = len(self.encode(kv_question(fkey)))
                 if facts and total + len(fact) + q_len > fact_budget:
                     break

@@ -1,5 +1,6 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
+from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.infini import EMPTY_MEMORY_MODES, infini_attention, infini_segment
 from infini_jax.ops.local import local_attention
 from infini_jax.ops.memory import (
@@ -17,14 +18,18 @@ from infini_jax.ops.rope import apply_rope, rope_angles
 __all__ = [
     "EMPTY_MEMORY_MODES",
     "GATES",
+    "KVCache",
     "UPDATE_RULES",
     "Memory",
     "apply_rope",
     "gate_value",
     "infini_attention",
+    "infini_decode",
+    "init_cache",
     "infini_segment",
     "init_memory",
     "local_attention",
+    "local_decode",
     "memory_read",
     "memory_write",
     "rope_angles",

@@ -1,0 +1,1 @@
+"""Long-context evaluation: the streaming engine, tasks, plots and reports."""

@@ -1,0 +1,234 @@
+"""Evaluation tasks: sample builders and scoring, all through `engine.Engine`.
+
+- passkey: the Landmark template (`infini_jax.data.synthetic`), a key of `key_digits` digits.
+- niah: a needle ("The special magic number is K.") in a haystack of corpus text (or the
+  built-in filler), the same question-at-the-end format.
+- ppl_by_position: next-token NLL per segment index, with the memory and with its reads ablated.
+- memory_stats: the balance factors g(b) and the memory's growth segment by segment.
+
+Retrieval scoring is teacher-forced: the answer is correct when the argmax at every answer
+position equals the answer token. Since every earlier answer token is then right, this equals
+greedy decoding of the answer's tokens (tested).
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from infini_jax.data import synthetic
+from infini_jax.eval.engine import Engine
+
+NIAH_NEEDLE = " The special magic number is {key}."
+NIAH_QUESTION = " What is the special magic number? The special magic number is"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One retrieval sample: `tokens` `[n]`; the answer is `tokens[answer_start:]`."""
+
+    task: str
+    length: int
+    depth: int  # percent: 0 = furthest from the question
+    seed: int
+    tokens: np.ndarray
+    answer: str
+    answer_start: int
+    needle_start: int
+
+
+def sample_seed(seed: int, task: str, length: int, depth: int, index: int) -> int:
+    """The seed of one cell sample: a pure function of its coordinates."""
+    entropy = [seed, sum(map(ord, task)), length, depth, index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def passkey_samples(
+    encode: Callable[[str], list[int]],
+    *,
+    lengths: Sequence[int],
+    depths: Sequence[int],
+    samples_per_cell: int,
+    key_digits: int,
+    seed: int,
+) -> list[Sample]:
+    """`samples_per_cell` passkey documents of at most `length` tokens per (length, depth)."""
+    tasks = synthetic.SyntheticTasks(encode, key_digits)
+    out = []
+    for length in lengths:
+        for depth in depths:
+            for i in range(samples_per_cell):
+                s = sample_seed(seed, "passkey", length, depth, i)
+                doc = tasks.sample(np.random.default_rng(s), "passkey", length, depth / 100)
+                out.append(
+                    Sample(
+                        "passkey",
+                        length,
+                        depth,
+                        s,
+                        doc.tokens,
+                        doc.answer,
+                        doc.answer_start,
+                        doc.needle_start,
+                    )
+                )
+    return out
+
+
+def niah_samples(
+    encode: Callable[[str], list[int]],
+    haystack: np.ndarray | None,
+    *,
+    lengths: Sequence[int],
+    depths: Sequence[int],
+    samples_per_cell: int,
+    key_digits: int,
+    seed: int,
+) -> list[Sample]:
+    """Needle-in-a-haystack samples of exactly `length` tokens.
+
+    `haystack`: the corpus as one int token stream; each sample starts at a seeded offset and
+    wraps around. None = the built-in filler sentence repeated. The needle goes in at the token
+    index `depth`% of the way through the haystack part.
+    """
+    if haystack is None:
+        haystack = np.asarray(encode(synthetic.FILLER) * 64, np.int32)
+    question = np.asarray(encode(NIAH_QUESTION), np.int32)
+    out = []
+    for length in lengths:
+        for depth in depths:
+            for i in range(samples_per_cell):
+                s = sample_seed(seed, "niah", length, depth, i)
+                rng = np.random.default_rng(s)
+                key = synthetic.random_digits(rng, key_digits)
+                needle = np.asarray(encode(NIAH_NEEDLE.format(key=key)), np.int32)
+                answer = np.asarray(encode(" " + key), np.int32)
+                n_hay = length - len(needle) - len(question) - len(answer)
+                if n_hay < 0:
+                    raise ValueError(f"niah length {length} is shorter than needle + question")
+                start = int(rng.integers(len(haystack)))
+                hay = np.take(haystack, np.arange(start, start + n_hay), mode="wrap")
+                at = int(round(depth / 100 * n_hay))
+                tokens = np.concatenate([hay[:at], needle, hay[at:], question, answer])
+                out.append(
+                    Sample("niah", length, depth, s, tokens, key, len(tokens) - len(answer), at)
+                )
+    return out
+
+
+def _batches(items: list, batch_size: int):
+    for i in range(0, len(items), batch_size):
+        yield items[i : i + batch_size]
+
+
+def _pad_batch(items: list, shards: int, filler) -> list:
+    return items + [filler] * (-len(items) % shards)
+
+
+def score_retrieval(
+    engine: Engine,
+    samples: list[Sample],
+    decode: Callable[[list[int]], str],
+    *,
+    batch_size: int,
+    shards: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """One record per sample (see docs/evaluation.md for the fields)."""
+    records = []
+    digit_tokens = {}
+    for group in _batches(samples, batch_size):
+        batch = _pad_batch(group, shards, group[0])
+        res = engine.run(
+            [s.tokens for s in batch],
+            [np.arange(s.answer_start - 1, len(s.tokens) - 1) for s in batch],
+        )
+        for r, s in enumerate(group):
+            gold = s.tokens[s.answer_start :]
+            pred = res.argmax[r]
+            hit = pred == gold
+            is_digit = np.asarray(
+                [digit_tokens.setdefault(int(t), decode([int(t)]).strip().isdigit()) for t in gold]
+            )
+            offset, window = res.offset[r], res.window
+
+            def seg(pos, offset=offset, window=window):
+                return int((offset + pos) // window)
+
+            records.append(
+                {
+                    "task": s.task,
+                    "length": s.length,
+                    "depth": s.depth,
+                    "seed": s.seed,
+                    "needle_segment": seg(s.needle_start),
+                    "segments_back": seg(s.answer_start - 1) - seg(s.needle_start),
+                    "answer": s.answer,
+                    "prediction": decode([int(t) for t in pred]).strip(),
+                    "correct": bool(np.all(hit)),
+                    "digit_accuracy": float(np.mean(hit[is_digit])) if is_digit.any() else None,
+                    "answer_logprob": float(np.sum(res.logprob[r])),
+                }
+            )
+        if progress:
+            progress(len(group))
+    return records
+
+
+def _acc(rows: list[dict]) -> dict:
+    digits = [r["digit_accuracy"] for r in rows if r["digit_accuracy"] is not None]
+    return {
+        "accuracy": float(np.mean([r["correct"] for r in rows])),
+        "digit_accuracy": float(np.mean(digits)) if digits else None,
+        "n": len(rows),
+    }
+
+
+def summarize_retrieval(records: list[dict]) -> dict:
+    """Accuracy overall, per length, per depth, per segments back, and per (depth, length)."""
+    out = {"overall": _acc(records)}
+    for key in ("length", "depth", "segments_back"):
+        values = sorted({r[key] for r in records})
+        out[f"by_{key}"] = {str(v): _acc([r for r in records if r[key] == v]) for v in values}
+    out["by_depth_length"] = {
+        f"{d},{n}": _acc([r for r in records if r["depth"] == d and r["length"] == n])
+        for d in sorted({r["depth"] for r in records})
+        for n in sorted({r["length"] for r in records})
+    }
+    beyond = [r for r in records if r["segments_back"] > 0]
+    out["beyond_first_segment"] = _acc(beyond) if beyond else None
+    return out
+
+
+def nll_by_segment(
+    engine: Engine, docs: list[np.ndarray], *, batch_size: int, shards: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and token counts per window index over `docs`: two `[windows]` arrays."""
+    nll, count = None, None
+    for group in _batches(docs, batch_size):
+        batch = _pad_batch(group, shards, np.zeros((1,), np.int32))
+        res = engine.run(batch, [np.zeros((0,), int)] * len(batch))
+        n, c = res.segment_nll[: len(group)].sum(0), res.segment_count[: len(group)].sum(0)
+        if nll is None:
+            nll, count = n, c
+        else:
+            width = max(len(nll), len(n))
+            nll = np.pad(nll, (0, width - len(nll))) + np.pad(n, (0, width - len(n)))
+            count = np.pad(count, (0, width - len(count))) + np.pad(c, (0, width - len(c)))
+    return nll, count
+
+
+def memory_growth(
+    engine: Engine, docs: list[np.ndarray], *, batch_size: int, shards: int = 1
+) -> dict[str, np.ndarray]:
+    """Mean ‖M‖_F and Σz after each segment, `[windows, layers]`, over `docs` of equal length."""
+    norms, zs = [], []
+    for group in _batches(docs, batch_size):
+        batch = _pad_batch(group, shards, group[0])
+        res = engine.run(batch, [np.zeros((0,), int)] * len(batch))
+        norms.append(res.memory_norm[: len(group)])
+        zs.append(res.memory_z[: len(group)])
+    return {
+        "memory_norm": np.concatenate(norms).mean(0),
+        "memory_z": np.concatenate(zs).mean(0),
+    }

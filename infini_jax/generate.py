@@ -1,0 +1,159 @@
+r"""Streaming generation with the compressive memory, in constant memory for any prompt length.
+
+  python -m infini_jax.generate --checkpoint=WORKDIR[/STEP] --prompt="..." \
+      [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--top_p=1] [--seed=0]
+
+The prompt's complete segments stream through the evaluation engine (the segment step, memory
+carried); the rest of the prompt and every new token go through `model.decode_step`: a KV cache
+inside the current segment, written into the memory when the segment is full. Greedy
+(temperature 0), temperature, or nucleus (top-p) sampling from explicit keys.
+"""
+
+import functools
+import sys
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from infini_jax import checkpoint
+from infini_jax import model as M
+from infini_jax.cli import parse_flags
+from infini_jax.config import ConfigError, validate
+from infini_jax.data import pipeline
+from infini_jax.data.tokenizer import TokenizerError
+from infini_jax.eval.engine import Engine
+from infini_jax.model_config import ModelConfig
+
+
+def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_p: float) -> jax.Array:
+    """`logits` `[batch, vocab]` → token ids `[batch]`: argmax when temperature is 0, else a
+    draw from softmax(logits / T) restricted to the smallest set of mass ≥ top_p."""
+    if temperature <= 0:
+        return jnp.argmax(logits, -1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_p < 1.0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, -1)
+        probs = jax.nn.softmax(sorted_logits, -1)
+        before = jnp.cumsum(probs, -1) - probs  # mass of strictly better tokens
+        sorted_logits = jnp.where(before < top_p, sorted_logits, -jnp.inf)
+        pick = jax.random.categorical(key, sorted_logits, axis=-1)
+        return jnp.take_along_axis(order, pick[:, None], -1)[:, 0].astype(jnp.int32)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(2, 3))
+def _step(cfg, params, memory, cache, token, key, temperature, top_p):
+    logits, memory, cache = M.decode_step(cfg, params, token, memory, cache)
+    return sample_token(logits, key, temperature, top_p), logits, memory, cache
+
+
+def generate(
+    cfg: ModelConfig,
+    params,
+    prompt: np.ndarray,
+    *,
+    max_new_tokens: int,
+    seed: int = 0,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    on_token: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Continues `prompt` `[batch, p]` (p ≥ 1, equal lengths) by `max_new_tokens` tokens.
+
+    Returns `[batch, max_new_tokens]` int32. `on_token(ids [batch])` is called as each token
+    is produced (streaming). Device memory: the memory, one segment's cache, one token.
+    """
+    prompt = np.asarray(prompt, np.int32)
+    b, p = prompt.shape
+    if p < 1 or max_new_tokens < 1:
+        raise ValueError("generate needs a prompt of at least 1 token and max_new_tokens >= 1")
+    memory = None
+    start = 0
+    if cfg.attention != "full":
+        # Whole segments before the last prompt token: streamed (local needs nothing from them).
+        start = (p - 1) // cfg.segment_len * cfg.segment_len
+        if cfg.attention == "infini":
+            memory = (
+                Engine(cfg, params).memory_after(prompt[:, :start])
+                if start
+                else M.init_memory(cfg, b)
+            )
+    cache = M.init_cache(cfg, b, p + max_new_tokens)
+    key = jax.random.fold_in(jax.random.key(seed), 0)  # draws the first new token
+    token = None
+    for t in range(start, p):  # the rest of the prompt, one token at a time
+        token, _, memory, cache = _step(
+            cfg, params, memory, cache, jnp.asarray(prompt[:, t]), key, temperature, top_p
+        )
+    out = []
+    for i in range(max_new_tokens):
+        out.append(np.asarray(token))
+        if on_token:
+            on_token(out[-1])
+        if i + 1 < max_new_tokens:
+            key = jax.random.fold_in(jax.random.key(seed), i + 1)
+            token, _, memory, cache = _step(
+                cfg, params, memory, cache, token, key, temperature, top_p
+            )
+    return np.stack(out, axis=1)
+
+
+def _define_flags() -> None:
+    """Command-line flags (defined only when run as a program, so importing is free)."""
+    flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
+    flags.DEFINE_string("prompt", "", "Prompt text.")
+    flags.DEFINE_string("prompt_file", None, "Read the prompt from this file.")
+    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
+    flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+    flags.DEFINE_integer("seed", 0, "Sampling seed.")
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS.checkpoint:
+        sys.exit("error: --checkpoint is required")
+    try:
+        config, _, params = checkpoint.load_params(flags.FLAGS.checkpoint)
+        cfg = validate(config)
+        workdir, _ = checkpoint.resolve(flags.FLAGS.checkpoint)
+        tok = pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
+        if flags.FLAGS.prompt_file:
+            with open(flags.FLAGS.prompt_file, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = flags.FLAGS.prompt
+        ids = tok.encode(text)
+        if not ids:
+            sys.exit("error: the prompt is empty; pass --prompt or --prompt_file")
+        produced: list[int] = []
+        shown = [""]
+
+        def show(token):  # decode the whole continuation so word boundaries come out right
+            produced.append(int(token[0]))
+            text = tok.decode(produced)
+            print(text[len(shown[0]) :], end="", flush=True)
+            shown[0] = text
+
+        generate(
+            cfg,
+            params,
+            np.asarray([ids]),
+            max_new_tokens=flags.FLAGS.max_new_tokens,
+            seed=flags.FLAGS.seed,
+            temperature=flags.FLAGS.temperature,
+            top_p=flags.FLAGS.top_p,
+            on_token=show,
+        )
+        print()
+    except (ConfigError, TokenizerError, OSError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,113 @@
+"""One-token attention steps for generation: a KV cache inside the current window.
+
+For "infini" and "local" the cache holds the current segment only (`segment_len` slots); when
+the segment is full, "infini" writes it into the compressive memory (exactly as the segment step
+does) and the cache starts over, so generation runs in constant memory. For "full" the cache is
+the whole context. Results equal the segment-at-a-time ops to float tolerance (tested).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from infini_jax.ops.memory import Memory, gate_value, memory_read, memory_write, sigma
+from infini_jax.ops.rope import apply_rope
+
+
+class KVCache(NamedTuple):
+    """Keys (before RoPE) and values of the current window, and how many are filled.
+
+    Attributes:
+      k, v: `[batch, window, kv_heads, head_dim]`.
+      pos: int32 scalar, tokens already in the window (the next one goes at `pos`).
+    """
+
+    k: jax.Array
+    v: jax.Array
+    pos: jax.Array
+
+
+def init_cache(batch: int, window: int, kv_heads: int, head_dim: int, dtype) -> KVCache:
+    shape = (batch, window, kv_heads, head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+
+def cached_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, rope_theta: float
+) -> tuple[jax.Array, KVCache]:
+    """Causal attention of one new token over the window so far (itself included).
+
+    Args:
+      q: `[batch, 1, heads, head_dim]`; k, v: `[batch, 1, kv_heads, head_dim]`, before RoPE.
+
+    Returns:
+      `(out [batch, 1, heads, head_dim] float32, cache with the token added)`.
+    """
+    b, _, h, d = q.shape
+    n, kv = cache.k.shape[1], cache.k.shape[2]
+    start = (0, cache.pos, 0, 0)
+    ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
+    cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
+    qr = apply_rope(q, cache.pos[None], rope_theta).reshape(b, 1, kv, h // kv, d)
+    kr = apply_rope(ck, jnp.arange(n), rope_theta)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
+    logits = jnp.where(jnp.arange(n) <= cache.pos, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(cv.dtype), cv, preferred_element_type=jnp.float32
+    )
+    return out.reshape(b, 1, h, d), KVCache(ck, cv, cache.pos + 1)
+
+
+def infini_decode(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    balance: jax.Array,
+    memory: Memory,
+    cache: KVCache,
+    *,
+    update: str,
+    gate: str,
+    rope_theta: float,
+    empty_memory: str,
+) -> tuple[jax.Array, Memory, KVCache]:
+    """One token of Infini-attention: local attention over the cache, the memory read, the mix;
+    when the token completes the segment, the segment is written into memory.
+
+    Shapes as in `cached_attention`. Returns `(out in q.dtype, memory, cache)`.
+    """
+    b, _, h, d = q.shape
+    kv = k.shape[2]
+    a_dot, cache = cached_attention(q, k, v, cache, rope_theta)
+    a_dot = a_dot.reshape(b, 1, kv, h // kv, d)
+    reads = jnp.ones((b, 1), bool)  # one document per row in generation
+    a_mem, has_memory = memory_read(sigma(q).reshape(b, 1, kv, h // kv, d), memory, reads)
+    g = gate_value(balance, gate).reshape(kv, h // kv, 1)
+    out = g * a_mem + (1.0 - g) * a_dot
+    if empty_memory == "local":
+        out = jnp.where(has_memory[..., None], out, a_dot)
+    window = cache.k.shape[1]
+
+    def flush(args):
+        mem, c = args
+        ones = jnp.ones((b, window), bool)
+        zeros = jnp.zeros((b, window), jnp.int32)
+        mem = memory_write(sigma(c.k), c.v, mem, ones, zeros, update)
+        return mem, KVCache(c.k, c.v, jnp.zeros((), jnp.int32))
+
+    memory, cache = jax.lax.cond(cache.pos == window, flush, lambda args: args, (memory, cache))
+    return out.reshape(b, 1, h, d).astype(q.dtype), memory, cache
+
+
+def local_decode(
+    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, *, rope_theta: float, wrap: bool
+) -> tuple[jax.Array, KVCache]:
+    """One token of "local" (`wrap=True`: the window restarts when full) or "full" attention."""
+    out, cache = cached_attention(q, k, v, cache, rope_theta)
+    if wrap:
+        full = cache.pos == cache.k.shape[1]
+        cache = cache._replace(pos=jnp.where(full, 0, cache.pos))
+    return out.astype(q.dtype), cache
