@@ -19,6 +19,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_batches = 4  # Held-out batches per validation (the same ones every time).
 
     c.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+    c.init_from = ""  # Start a new run from this checkpoint's parameters (WORKDIR[/STEP]).
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Data-parallel replicas; -1 = all devices left over.

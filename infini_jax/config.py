@@ -192,6 +192,15 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         and config.permanent_checkpoint_every_steps >= 0,
         "config.permanent_checkpoint_every_steps must be an integer >= 0 (0 = none)",
     )
+    _check(
+        isinstance(config.get("init_from", ""), str),
+        f"config.init_from={config.get('init_from')!r} must be a path (WORKDIR[/STEP]) or ''",
+    )
+    _check(
+        not (config.get("init_from_required", False) and not config.init_from),
+        "config.init_from is empty: this config fine-tunes a checkpoint; pass "
+        "--config.init_from=WORKDIR[/STEP] of the pretrained run",
+    )
     known = {"embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers"}
     for rule in config.sharding_rules:
         _check(

@@ -3,44 +3,61 @@
 import json
 import os
 
-from infini_jax import passkey
+from infini_jax.eval import plots, tasks
+from infini_jax.eval.engine import Engine
 
 
 def loss_curve(workdir: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     path = os.path.join(workdir, "loss.png")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-    ax.set(xlabel="step", ylabel="train loss (nats/token)", title=os.path.basename(workdir))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.curve(
+        [r["step"] for r in rows],
+        {"train": [r["loss"] for r in rows]},
+        path,
+        xlabel="step",
+        ylabel="train loss (nats/token)",
+        title=os.path.basename(workdir),
+        marker=None,
+    )
     return path
 
 
 def write_report(workdir: str, config, cfg, params, tokenizer) -> dict:
-    """Writes loss.png, passkey.json and report.md; returns the passkey summary."""
+    """Writes loss.png, passkey.json, heatmap.png and report.md; returns the passkey summary.
+
+    The passkey check is the evaluation harness's (`infini_jax.eval`) at 1×, 4×, 16× ... the
+    training length, 5 depths. For Infini models it runs twice: with the memory, and with its
+    reads ablated (every segment gets an empty memory), so the report shows what memory adds.
+    """
     lengths = [config.data.seq_len * m for m in config.report.passkey_multiples]
-    records = passkey.passkey_check(
-        cfg,
-        params,
+    samples = tasks.passkey_samples(
         tokenizer.encode,
         lengths=lengths,
-        samples=config.report.passkey_samples,
+        depths=(0, 25, 50, 75, 100),
+        samples_per_cell=config.report.passkey_samples,
         key_digits=config.data.synthetic.key_digits,
         seed=config.seed + 1,
     )
-    summary = passkey.summarize(records)
+
+    def score(**kw):
+        records = tasks.score_retrieval(
+            Engine(cfg, params, **kw), samples, tokenizer.decode, batch_size=8
+        )
+        return records, tasks.summarize_retrieval(records)
+
+    records, summary = score()
+    if cfg.attention == "infini":
+        _, ablated = score(reset_memory=True)
+        summary["memory_ablated"] = {
+            k: ablated[k]
+            for k in ("overall", "by_length", "by_segments_back", "beyond_first_segment")
+        }
     with open(os.path.join(workdir, "passkey.json"), "w") as f:
         json.dump({"summary": summary, "samples": records}, f, indent=1)
     loss_curve(workdir)
+    plots.heatmap(summary, os.path.join(workdir, "heatmap.png"), f"passkey: {cfg.attention}")
+    ablated = summary.get("memory_ablated")
     lines = [
         f"# Run report: {cfg.attention} attention",
         "",
@@ -49,16 +66,25 @@ def write_report(workdir: str, config, cfg, params, tokenizer) -> dict:
         "",
         "![loss](loss.png)",
         "",
-        "## Passkey (teacher-forced exact match)",
+        "## Passkey (teacher-forced exact match; digit accuracy in brackets)",
         "",
-        "| length | accuracy | samples |",
-        "|---|---|---|",
+        "![heatmap](heatmap.png)",
     ]
-    for length, s in summary["by_length"].items():
-        lines.append(f"| {length} | {s['accuracy']:.0%} | {s['n']} |")
-    lines += ["", "| segments back | accuracy | samples |", "|---|---|---|"]
-    for back, s in summary["by_segments_back"].items():
-        lines.append(f"| {back} | {s['accuracy']:.0%} | {s['n']} |")
+
+    def cell(s):
+        digits = f" ({s['digit_accuracy']:.0%})" if s["digit_accuracy"] is not None else ""
+        return f"{s['accuracy']:.0%}{digits}"
+
+    for key, name in (("by_length", "length"), ("by_segments_back", "segments back")):
+        extra = " memory reads ablated |" if ablated else ""
+        lines += [
+            "",
+            f"| {name} | accuracy |{extra} samples |",
+            "|---" * (4 if ablated else 3) + "|",
+        ]
+        for value, s in summary[key].items():
+            extra = f" {cell(ablated[key][value])} |" if ablated else ""
+            lines.append(f"| {value} | {cell(s)} |{extra} {s['n']} |")
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return summary
@@ -72,4 +98,7 @@ def format_summary(summary: dict) -> str:
         if beyond
         else ""
     )
+    ablated = (summary.get("memory_ablated") or {}).get("beyond_first_segment")
+    if ablated:
+        tail += f" ({ablated['accuracy']:.0%} with memory reads ablated)"
     return f"passkey accuracy by length {by_len}{tail}"

@@ -149,6 +149,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start:
         state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
         pipeline.restore_iterator(iterator, data_state, proc, n_proc)
+    elif config.init_from:
+        saved, step, params = checkpoint.load_params(config.init_from, lambda *_: params_sh)
+        checkpoint.check_compatible(saved.to_dict(), config, step)
+        state = jax.jit(lambda p: init_state(cfg, tx, config.seed, p), out_shardings=state_sh)(
+            params
+        )
+        if proc == 0:
+            print(f"initialised from {config.init_from} (step {step}): parameters only")
     else:
         state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
 

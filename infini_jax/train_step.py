@@ -28,9 +28,13 @@ class TrainState(NamedTuple):
     nonfinite_run: jax.Array  # int32: consecutive non-finite steps so far
 
 
-def init_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(
+    cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, params=None
+) -> TrainState:
+    """Step 0: fresh parameters from `seed` (or the given ones) and a fresh optimizer state."""
     key_params, key_rest = jax.random.split(jax.random.key(seed))
-    params = M.init_params(cfg, key_params)
+    if params is None:
+        params = M.init_params(cfg, key_params)
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), jax.random.key_data(key_rest), zero, zero)
 

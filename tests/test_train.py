@@ -14,9 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from infini_jax import optim
+from infini_jax import checkpoint, optim
 from infini_jax import train as T
-from infini_jax.config import load_config
+from infini_jax.config import ConfigError, load_config
 from infini_jax.train_step import init_state, train_step
 from tests.conftest import ROOT, config_path, small_model
 
@@ -262,3 +262,32 @@ def test_end_of_run_report(tmp_path):
     assert len(backs) > 2 and max(backs) >= 4  # depths spread the needle over the segments
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 256 |" in (tmp_path / "report.md").read_text()
+
+
+def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
+    def small(config):
+        config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
+        config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
+        config.log_every_steps, config.report.passkey_multiples = 1, ()
+        return config
+
+    base = small(load_config(config_path("tiny.py")))
+    base.total_steps = base.checkpoint_every_steps = 2
+    T.train(base, str(tmp_path / "pre"))
+    ft = load_config(config_path("passkey_finetune.py") + ":tiny")
+    assert (ft.optimizer.learning_rate, ft.optimizer.gate_learning_rate) == (7.5e-5, 1.5e-4)
+    assert ft.data.synthetic.kv_recall_weight == 0 and ft.data.batch_size == 64
+    ft = small(ft)
+    ft.data.batch_size, ft.total_steps, ft.checkpoint_every_steps = 2, 2, 2
+    with pytest.raises(ConfigError, match="config.init_from is empty"):
+        T.train(ft, str(tmp_path / "ft0"))
+    ft.init_from = str(tmp_path / "pre")
+    ft.optimizer.learning_rate = ft.optimizer.gate_learning_rate = 0.0
+    T.train(ft, str(tmp_path / "ft"))  # LR 0: the parameters must stay the checkpoint's
+    _, step_pre, pre = checkpoint.load_params(str(tmp_path / "pre"))
+    _, step_ft, after = checkpoint.load_params(str(tmp_path / "ft"))
+    assert (step_pre, step_ft) == (2, 2)
+    jax.tree.map(np.testing.assert_array_equal, pre, after)
+    ft.model.num_layers = 3
+    with pytest.raises(ConfigError, match=r"model.num_layers: checkpoint 2 vs config 3"):
+        T.train(ft, str(tmp_path / "ft3"))

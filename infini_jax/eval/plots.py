@@ -34,13 +34,20 @@ def heatmap(summary: dict, path: str, title: str) -> None:
 
 
 def curve(
-    xs: list, series: dict[str, list], path: str, *, xlabel: str, ylabel: str, title: str
+    xs: list,
+    series: dict[str, list],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    marker: str | None = "o",
 ) -> None:
     """One line per series against `xs` (accuracy vs length, NLL vs segment, ...)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, ys in series.items():
-        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        ax.plot(xs, ys, marker=marker, markersize=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if len(series) > 1:
         ax.legend()
