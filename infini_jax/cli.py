@@ -1,8 +1,10 @@
 """Shared command-line plumbing: flag parsing that turns config mistakes into one line."""
 
+import os
 import re
 import sys
 
+import jax
 from absl import flags
 
 
@@ -20,3 +22,22 @@ def parse_flags(argv: list[str]) -> list[str]:
             f"error: unknown config field {name!r} in {field.split('=')[0]}; "
             "see the config file for the fields it has"
         )
+
+
+def enable_compilation_cache(directory: str) -> None:
+    """Persistent XLA compilation cache in `directory` ("" = off): a restarted or repeated job
+    loads its compiled steps instead of compiling them again."""
+    if not directory:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def define_compilation_cache_flag() -> None:
+    flags.DEFINE_string(
+        "compilation_cache_dir",
+        os.environ.get("INFINI_JAX_COMPILATION_CACHE", "~/.cache/infini_jax/xla"),
+        "Persistent compilation cache directory ('' = off; default from "
+        "$INFINI_JAX_COMPILATION_CACHE).",
+    )

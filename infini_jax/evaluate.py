@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from infini_jax import checkpoint, sharding
 from infini_jax import model as M
-from infini_jax.cli import parse_flags
+from infini_jax.cli import define_compilation_cache_flag, enable_compilation_cache, parse_flags
 from infini_jax.config import ConfigError, validate
 from infini_jax.data import pipeline, sources, synthetic
 from infini_jax.data.sources import DataError
@@ -179,10 +179,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
     flags.DEFINE_integer("num_processes", None, "Processes in the job.")
     flags.DEFINE_integer("process_id", None, "This process's index.")
+    define_compilation_cache_flag()
 
 
 def main(argv):
     del argv
+    enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     if flags.FLAGS.coordinator_address:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(

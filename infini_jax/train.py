@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from infini_jax import checkpoint, optim, sharding
 from infini_jax import model as M
-from infini_jax.cli import parse_flags
+from infini_jax.cli import define_compilation_cache_flag, enable_compilation_cache, parse_flags
 from infini_jax.config import ConfigError, save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.sources import DataError
@@ -39,6 +39,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the co
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+define_compilation_cache_flag()
 
 
 class TrainingStopped(RuntimeError):
@@ -255,6 +256,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     if _COORDINATOR.value:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
