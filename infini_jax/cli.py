@@ -5,7 +5,7 @@ import re
 import sys
 
 import jax
-from absl import flags
+from absl import flags, logging
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -22,6 +22,11 @@ def parse_flags(argv: list[str]) -> list[str]:
             f"error: unknown config field {name!r} in {field.split('=')[0]}; "
             "see the config file for the fields it has"
         )
+
+
+def quiet_library_logs() -> None:
+    """Keeps orbax's per-operation INFO lines off the console (warnings still show)."""
+    logging.set_verbosity(logging.WARNING)
 
 
 def enable_compilation_cache(directory: str) -> None:

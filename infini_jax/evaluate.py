@@ -20,7 +20,12 @@ from ml_collections import config_flags
 
 from infini_jax import checkpoint, sharding
 from infini_jax import model as M
-from infini_jax.cli import define_compilation_cache_flag, enable_compilation_cache, parse_flags
+from infini_jax.cli import (
+    define_compilation_cache_flag,
+    enable_compilation_cache,
+    parse_flags,
+    quiet_library_logs,
+)
 from infini_jax.config import ConfigError, validate
 from infini_jax.data import pipeline, sources, synthetic
 from infini_jax.data.sources import DataError
@@ -184,6 +189,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
+    quiet_library_logs()
     enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     if flags.FLAGS.coordinator_address:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")

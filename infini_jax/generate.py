@@ -20,7 +20,7 @@ from absl import app, flags
 
 from infini_jax import checkpoint
 from infini_jax import model as M
-from infini_jax.cli import parse_flags
+from infini_jax.cli import parse_flags, quiet_library_logs
 from infini_jax.config import ConfigError, validate
 from infini_jax.data import pipeline
 from infini_jax.data.tokenizer import TokenizerError
@@ -115,6 +115,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
+    quiet_library_logs()
     if not flags.FLAGS.checkpoint:
         sys.exit("error: --checkpoint is required")
     try:

@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from infini_jax import checkpoint, optim, sharding
 from infini_jax import model as M
-from infini_jax.cli import define_compilation_cache_flag, enable_compilation_cache, parse_flags
+from infini_jax.cli import (
+    define_compilation_cache_flag,
+    enable_compilation_cache,
+    parse_flags,
+    quiet_library_logs,
+)
 from infini_jax.config import ConfigError, save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.sources import DataError
@@ -256,6 +261,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    quiet_library_logs()
     enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     if _COORDINATOR.value:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
