@@ -307,3 +307,42 @@ def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
         "--config.depths=(0,150)",
     )
     assert "config.depths" in r.stderr.strip().splitlines()[-1]
+
+
+def test_two_processes_give_the_same_results_as_one(saved_checkpoint, tmp_path):
+    """2 processes × 2 fake devices each (gloo collectives on 127.0.0.1) vs 1 device."""
+    one = str(tmp_path / "one")
+    evaluate(_eval_config("passkey", lengths=(256,)), saved_checkpoint, one)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infini_jax.evaluate",
+                "--config=configs/eval/passkey.py:quick",
+                "--config.lengths=(256,)",
+                "--config.samples_per_cell=2",
+                f"--checkpoint={saved_checkpoint}",
+                f"--output={tmp_path}/two",
+                "--coordinator_address=127.0.0.1:12391",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    a = [json.loads(x) for x in open(os.path.join(one, "results.jsonl"))]
+    b = [json.loads(x) for x in open(tmp_path / "two" / "results.jsonl")]
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b] and len(a) == 10
+    np.testing.assert_allclose(
+        [r["answer_logprob"] for r in a], [r["answer_logprob"] for r in b], rtol=1e-5
+    )
