@@ -104,7 +104,7 @@ class Engine:
         """One chunk `[batch, chunk]` → (memory, per-token and per-window figures)."""
         cfg = self.cfg
         b, t = tokens.shape
-        n = self.window(t) if cfg.attention == "full" else cfg.segment_len
+        n = self.window(t)
         s = t // n
 
         def split(x):
