@@ -141,24 +141,19 @@ def test_samples_are_reproducible_from_the_seed():
         assert decode(s.tokens[s.answer_start :]) == s.answer
         assert decode(s.tokens[s.needle_start : s.needle_start + 4]) == "The pass key is"
     hay = np.arange(50, 60, dtype=np.int32)
-    n1 = tasks.niah_samples(
-        encode_niah,
-        hay,
-        lengths=(200,),
-        depths=(0, 50, 100),
-        samples_per_cell=2,
-        key_digits=4,
-        seed=0,
-    )
-    n2 = tasks.niah_samples(
-        encode_niah,
-        hay,
-        lengths=(200,),
-        depths=(0, 50, 100),
-        samples_per_cell=2,
-        key_digits=4,
-        seed=0,
-    )
+
+    def niah():
+        return tasks.niah_samples(
+            encode_niah,
+            hay,
+            lengths=(200,),
+            depths=(0, 50, 100),
+            samples_per_cell=2,
+            key_digits=4,
+            seed=0,
+        )
+
+    n1, n2 = niah(), niah()
     assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(n1, n2, strict=True))
     for s in n1:
         assert len(s.tokens) == 200
