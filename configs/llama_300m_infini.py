@@ -69,6 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.packing = "padding"  # Seed: padded, not packed. "concat" packs with segment_ids.
     d.validation_fraction = 0.001  # Share of prepared documents held out for validation.
     d.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
+    # Several processes: "replicated" = each reads the global stream and keeps its rows (same
+    # data and resume on any process count); "sharded" = each reads only its documents.
+    d.host_sharding = "replicated"
     d.synthetic = ml_collections.ConfigDict()
     d.synthetic.min_length = 1024  # Shortest synthetic document, in tokens.
     d.synthetic.max_length = 8192  # Longest synthetic document, in tokens.

@@ -125,6 +125,10 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         f"config.data.validation_fraction={d.validation_fraction!r} must be in (0, 0.5]",
     )
     _check(
+        d.host_sharding in ("replicated", "sharded"),
+        f"config.data.host_sharding={d.host_sharding!r} is not one of ('replicated', 'sharded')",
+    )
+    _check(
         isinstance(d.worker_count, int) and d.worker_count >= 0,
         f"config.data.worker_count={d.worker_count!r} must be an integer >= 0",
     )

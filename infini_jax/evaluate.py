@@ -22,7 +22,9 @@ from infini_jax import checkpoint, sharding
 from infini_jax import model as M
 from infini_jax.cli import (
     define_compilation_cache_flag,
+    define_distributed_flags,
     enable_compilation_cache,
+    init_distributed,
     parse_flags,
     quiet_library_logs,
 )
@@ -181,21 +183,15 @@ def _define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Eval config file[:preset].")
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP to evaluate.")
     flags.DEFINE_string("output", None, "Directory for results, plots and the report.")
-    flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-    flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-    flags.DEFINE_integer("process_id", None, "This process's index.")
     define_compilation_cache_flag()
+    define_distributed_flags()
 
 
 def main(argv):
     del argv
     quiet_library_logs()
     enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
-    if flags.FLAGS.coordinator_address:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
-        )
+    init_distributed()
     for name in ("config", "checkpoint", "output"):
         if not flags.FLAGS[name].value:
             sys.exit(f"error: --{name} is required (see python -m infini_jax.evaluate --help)")

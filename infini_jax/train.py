@@ -4,8 +4,9 @@ r"""The main job: sharded training with orbax checkpoints, exact resume and metr
 
 Re-running the same command resumes from the latest checkpoint in DIR; once `total_steps` are
 done it says so and exits. Several processes (hosts): pass --coordinator_address,
---num_processes and --process_id (or set JAX's environment variables); each feeds its share of
-the global batch and only process 0 writes logs.
+--num_processes and --process_id (`launch/local.sh` sets them through the environment), or
+--distributed on a SLURM / Cloud TPU / GKE job; each process feeds its share of the global
+batch and only process 0 writes logs.
 """
 
 import functools
@@ -26,7 +27,9 @@ from infini_jax import checkpoint, optim, sharding
 from infini_jax import model as M
 from infini_jax.cli import (
     define_compilation_cache_flag,
+    define_distributed_flags,
     enable_compilation_cache,
+    init_distributed,
     parse_flags,
     quiet_library_logs,
 )
@@ -41,10 +44,8 @@ from infini_jax.train_step import TrainState, init_state, train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 define_compilation_cache_flag()
+define_distributed_flags()
 
 
 class TrainingStopped(RuntimeError):
@@ -154,7 +155,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     iterator = iter(data)
     if start:
         state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
-        pipeline.restore_iterator(iterator, data_state, proc, n_proc)
+        pipeline.restore_iterator(iterator, data_state, proc, n_proc, config.data.host_sharding)
     elif config.init_from:
         saved, step, params = checkpoint.load_params(config.init_from, lambda *_: params_sh)
         checkpoint.check_compatible(saved.to_dict(), config, step)
@@ -183,7 +184,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
     def save(step: int, st: TrainState) -> None:
-        checkpoint.save(mngr, step, st, pipeline.iterator_state(iterator, proc, n_proc), config)
+        data_state = pipeline.iterator_state(iterator, proc, n_proc, config.data.host_sharding)
+        checkpoint.save(mngr, step, st, data_state, config)
 
     if proc == 0:
         print(
@@ -263,9 +265,7 @@ def main(argv):
     del argv
     quiet_library_logs()
     enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
-    if _COORDINATOR.value:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    init_distributed()
     if not _WORKDIR.value:
         sys.exit("error: --workdir is required (checkpoints, metrics and config go there)")
     try:

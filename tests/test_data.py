@@ -177,13 +177,35 @@ def test_iterator_resume_gives_identical_batches(tok, tmp_path):
                     np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_restoring_onto_another_process_layout_is_a_clear_error(tok):
+def test_sharded_state_on_another_process_count_is_a_clear_error(tok):
     ds = P.make_dataset(data_config(), tokenizer_path=tok.path, seed=0, batch_size=1)
-    state = P.iterator_state(iter(ds), 0, 2)
-    with pytest.raises(
-        sources.DataError, match="saved by process 0 of 2 but this is process 0 of 4"
-    ):
-        P.restore_iterator(iter(ds), state, 0, 4)
+    state = {"processes": [{}, {}], "host_sharding": "sharded", "process_count": 2}
+    with pytest.raises(sources.DataError, match="saved by 2 processes .* this run has 4"):
+        P.restore_iterator(iter(ds), state, 0, 4, "sharded")
+    with pytest.raises(sources.DataError, match="host_sharding='sharded' but the config says"):
+        P.restore_iterator(iter(ds), state, 0, 2, "replicated")
+
+
+def test_replicated_processes_get_their_rows_of_the_same_global_batch(tok):
+    def batches(index, count):
+        ds = P.make_dataset(
+            data_config(),
+            tokenizer_path=tok.path,
+            seed=5,
+            batch_size=4 // count,
+            process_index=index,
+            process_count=count,
+        )
+        it = iter(ds)
+        return [next(it) for _ in range(3)], P.iterator_state(it, index, count)
+
+    one, state_one = batches(0, 1)
+    parts = [batches(i, 2) for i in range(2)]
+    for step in range(3):
+        for k in one[step]:
+            joined = np.concatenate([parts[i][0][step][k] for i in range(2)])
+            np.testing.assert_array_equal(joined, one[step][k])
+    assert parts[0][1]["grain"] == parts[1][1]["grain"] == state_one["grain"]
 
 
 def test_process_shards_are_disjoint_and_cover_the_data(tok, tmp_path):
@@ -191,7 +213,7 @@ def test_process_shards_are_disjoint_and_cover_the_data(tok, tmp_path):
     seen = []
     for i in range(3):
         ds = P.make_dataset(
-            data_config(source=pattern, packing="padding", seq_len=256),
+            data_config(source=pattern, packing="padding", seq_len=256, host_sharding="sharded"),
             tokenizer_path=tok.path,
             seed=0,
             batch_size=1,

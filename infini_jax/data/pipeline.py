@@ -1,13 +1,23 @@
 """The grain input pipeline: documents → (per process) shuffled, repeated, packed batches.
 
-read → per-process shard → seeded shuffle → repeat → pack into `seq_len` (document ids in
+read → (per-process shard) → seeded shuffle → repeat → pack into `seq_len` (document ids in
 `segment_ids`, so the model resets memory at document boundaries) or pad one document per
-sequence → batch → optional multiprocess prefetch. Each batch is a dict of numpy arrays, all
-`[batch, seq_len]`: `tokens` int32, `targets` int32 (next token, never across documents),
-`segment_ids` int32 (0 = padding) and `mask` bool (False = padding; also the loss weight).
+sequence → batch → (this process's rows) → optional multiprocess prefetch. Each batch is a dict
+of numpy arrays, all `[batch, seq_len]`: `tokens` int32, `targets` int32 (next token, never
+across documents), `segment_ids` int32 (0 = padding) and `mask` bool (False = padding; also the
+loss weight).
+
+Several processes (`data.host_sharding`):
+- "replicated": every process runs the same global stream and keeps its rows of each global
+  batch. The global batches, and the iterator state, do not depend on the number of processes:
+  the same run on 1 or 32 hosts sees the same data, and a checkpoint resumes on any count.
+- "sharded": each process reads only its documents (`process_index::process_count`), so input
+  work per host falls with the number of hosts; the batches depend on the process count, and a
+  checkpoint resumes only with the same count.
 """
 
 import glob
+import json
 import os
 from typing import Any
 
@@ -15,6 +25,7 @@ import grain
 import ml_collections
 import numpy as np
 from absl import flags
+from jax.experimental import multihost_utils
 
 from infini_jax.data import synthetic
 from infini_jax.data.prepare import decode_record
@@ -22,6 +33,7 @@ from infini_jax.data.sources import DataError
 from infini_jax.data.tokenizer import EOS_ID, Tokenizer, default_tokenizer
 
 PACKING = ("concat", "padding")
+HOST_SHARDING = ("replicated", "sharded")
 SPLITS = ("train", "validation")
 SYNTHETIC_DOCS = 1 << 31  # the synthetic corpus is indexed, effectively endless
 
@@ -158,7 +170,8 @@ def make_dataset(
     process_count: int = 1,
     epochs: int | None = None,
 ) -> grain.IterDataset:
-    """The batches of this process: `batch_size` is the per-process batch.
+    """The batches of this process: `batch_size` is the per-process batch (global batch /
+    `process_count`), its rows chosen by `data.host_sharding` (see the module docstring).
 
     Train repeats `epochs` times (None = forever), reshuffling every epoch; validation is one
     ordered pass. A final partial batch is dropped only when repeating forever.
@@ -172,10 +185,12 @@ def make_dataset(
             f"data.weights has {len(weights)} entries for {len(specs)} sources in "
             "data.source; give one weight per source"
         )
+    sharded = data.get("host_sharding", "replicated") == "sharded"
     parts = []
     for k, spec in enumerate(specs):
         ds = _documents(spec, data, tokenizer_path, seed, split)
-        ds = ds[process_index::process_count]
+        if sharded:
+            ds = ds[process_index::process_count]
         if split == "train":
             ds = ds.shuffle(seed + 7919 * k).repeat(epochs)
         ds = ds.map(lambda doc: _to_example(doc, data.seq_len, data.packing))
@@ -188,7 +203,12 @@ def make_dataset(
     else:
         ds = ds.map(lambda ex: _pad_one(ex, data.seq_len))
     endless = split == "train" and epochs is None
-    ds = ds.map(_final).batch(batch_size, drop_remainder=endless)
+    if sharded or process_count == 1:
+        ds = ds.map(_final).batch(batch_size, drop_remainder=endless)
+    else:  # the global batch, then this process's rows of it
+        lo, hi = process_index * batch_size, (process_index + 1) * batch_size
+        ds = ds.map(_final).batch(batch_size * process_count, drop_remainder=endless)
+        ds = ds.map(lambda b: {k: v[lo:hi] for k, v in b.items()})
     if data.worker_count > 0:
         if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (library use)
             flags.FLAGS.mark_as_parsed()
@@ -196,25 +216,61 @@ def make_dataset(
     return ds
 
 
-def iterator_state(iterator: Any, process_index: int, process_count: int) -> dict:
-    """The iterator's position plus the process layout it belongs to."""
+def iterator_state(
+    iterator: Any, process_index: int, process_count: int, host_sharding: str = "replicated"
+) -> dict:
+    """The iterator's position, JSON-serialisable, to save with process 0's checkpoint.
+
+    "replicated": every process holds the same state; it is saved once. "sharded": the states
+    of all processes are gathered (a collective: every process must call this together).
+    """
+    state = iterator.get_state()
+    if host_sharding == "replicated" or process_count == 1:
+        return {"grain": state, "host_sharding": host_sharding, "process_count": process_count}
     return {
-        "grain": iterator.get_state(),
-        "process_index": process_index,
+        "processes": _allgather_json(state),
+        "host_sharding": host_sharding,
         "process_count": process_count,
     }
 
 
-def restore_iterator(iterator: Any, state: dict, process_index: int, process_count: int):
-    """Puts `iterator` where `state` left it; a different process layout is one clear error."""
-    if (state["process_count"], state["process_index"]) != (process_count, process_index):
+def restore_iterator(
+    iterator: Any,
+    state: dict,
+    process_index: int,
+    process_count: int,
+    host_sharding: str = "replicated",
+):
+    """Puts `iterator` where `state` left it; a layout it cannot continue is one clear error."""
+    saved_mode = state.get("host_sharding", "sharded")
+    if saved_mode != host_sharding:
         raise DataError(
-            f"data iterator state was saved by process {state['process_index']} of "
-            f"{state['process_count']} but this is process {process_index} of {process_count}; "
-            "resume with the same number of processes (or start the data from scratch)"
+            f"the checkpoint's data iterator is data.host_sharding={saved_mode!r} but the config "
+            f"says {host_sharding!r}; set it back to resume"
         )
-    iterator.set_state(state["grain"])
+    if host_sharding == "sharded" and state["process_count"] != process_count:
+        raise DataError(
+            f"data iterator state was saved by {state['process_count']} processes with "
+            f"data.host_sharding='sharded' but this run has {process_count}; resume with "
+            f"{state['process_count']} processes, or use data.host_sharding='replicated'"
+        )
+    if "processes" in state:
+        iterator.set_state(state["processes"][process_index])
+    else:
+        iterator.set_state(state["grain"])
     return iterator
+
+
+def _allgather_json(obj) -> list:
+    """Every process's `obj` (JSON-serialisable), in process order."""
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([len(data)], np.int64))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: len(data)] = data
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    return [
+        json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, sizes.ravel(), strict=True)
+    ]
 
 
 def resolve_tokenizer(

@@ -1,0 +1,128 @@
+"""Multi-host training through `launch/local.sh`: 2 processes × 4 fake CPU devices (gloo)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_train import SMALL, launch, losses
+
+MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+LOCAL_SH = os.path.join(ROOT, "launch", "local.sh")
+
+
+def local_job(workdir, *extra, processes=2, devices=4, wait=True):
+    cmd = [
+        "bash",
+        LOCAL_SH,
+        str(processes),
+        str(devices),
+        "--",
+        sys.executable,
+        "-m",
+        "infini_jax.train",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        *SMALL,
+        *MESH,
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """6 steps in 1 process × 8 devices."""
+    workdir = str(tmp_path_factory.mktemp("one"))
+    launch(
+        workdir, "--config.total_steps=6", "--config.report.passkey_multiples=()", *MESH, devices=8
+    )
+    return losses(workdir)
+
+
+def test_two_processes_match_one_and_their_checkpoint_continues_in_one(one_process, tmp_path):
+    workdir = str(tmp_path)
+    out, err = local_job(
+        workdir,
+        "--config.total_steps=6",
+        "--config.checkpoint_every_steps=2",
+        "--config.report.passkey_multiples=()",
+    )
+    assert "2 process(es)" in out and "[0] " in out
+    assert "[1] infini model" not in out  # only process 0 prints
+    got = losses(workdir)
+    assert sorted(got) == list(range(1, 7))
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 7)], [one_process[s] for s in range(1, 7)], rtol=2e-5
+    )
+    # The 2-process checkpoint of step 4 restores in a single process and continues.
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+    out = launch(
+        workdir, "--config.total_steps=6", "--config.report.passkey_multiples=()", *MESH, devices=8
+    )
+    assert "starting at step 4" in out
+    got = losses(workdir)
+    np.testing.assert_allclose([got[5], got[6]], [one_process[5], one_process[6]], rtol=2e-5)
+
+
+def _process_with_id(parent: int, process_id: int) -> int | None:
+    """The pid of the local job's process with INFINI_JAX_PROCESS_ID=process_id."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"infini_jax.train" in cmdline and f"INFINI_JAX_PROCESS_ID={process_id}".encode() in env:
+            if f"INFINI_JAX_COORDINATOR=127.0.0.1:{parent}".encode() in env:
+                return int(pid)
+    return None
+
+
+def test_killing_one_process_ends_the_whole_job_with_an_error(tmp_path):
+    port = 12461
+    env = dict(os.environ, LOCAL_PORT=str(port))
+    cmd = ["bash", LOCAL_SH, "2", "4", "--", sys.executable, "-m", "infini_jax.train"]
+    cmd += ["--config=configs/tiny.py", f"--workdir={tmp_path}", *SMALL, *MESH]
+    cmd += ["--config.total_steps=100000", "--config.report.passkey_multiples=()"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    metrics = tmp_path / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+    victim = _process_with_id(port, 1)
+    survivor = _process_with_id(port, 0)
+    assert victim and survivor
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - killed_at < 30
+    assert proc.returncode != 0
+    assert "process 1 exited with status" in err
+    assert not _alive(survivor)  # no hung process is left behind
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
