@@ -40,7 +40,7 @@ from infini_jax.data.tokenizer import TokenizerError
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
 from infini_jax.report import format_summary, write_report
-from infini_jax.train_step import TrainState, init_state, train_step
+from infini_jax.train_step import TrainState, init_state, jit_train_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
@@ -167,14 +167,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
 
-    step_fn = jax.jit(
-        functools.partial(
-            train_step, cfg=cfg, tx=tx, schedules=schedules, micro_batches=o.micro_batches
-        ),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, None),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(cfg, tx, schedules, o.micro_batches, state_sh, batch_sh)
     validate_fn = _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc)
     tokens_per_step = config.data.batch_size * config.data.seq_len
     flops_tok = flops_per_token(cfg, config.data.seq_len)

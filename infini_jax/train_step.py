@@ -6,6 +6,7 @@ are accumulated over `micro_batches` with a `lax.scan`. A non-finite loss or gra
 the update (parameters and optimizer state unchanged) and is counted.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -126,3 +127,16 @@ def train_step(
         **memory_stats(memory),
     }
     return new_state, metrics
+
+
+def jit_train_step(cfg: ModelConfig, tx, schedules: dict, micro_batches: int, state_sh, batch_sh):
+    """`train_step` jitted with explicit shardings and the state donated: what training runs
+    and what `infini_jax.plan` compiles to read XLA's memory analysis."""
+    return jax.jit(
+        functools.partial(
+            train_step, cfg=cfg, tx=tx, schedules=schedules, micro_batches=micro_batches
+        ),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, None),
+        donate_argnums=0,
+    )

@@ -1,0 +1,86 @@
+"""`infini_jax.plan` against the real thing: parameter count, sharded bytes, compiled memory."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from infini_jax.plan import param_group, parse_mesh
+from tests.conftest import ROOT
+
+# Runs with 8 fake devices: builds the real sharded state the way training does and measures it.
+MEASURE = r"""
+import json, sys
+import jax
+from infini_jax import model as M, optim, sharding
+from infini_jax.config import load_config, validate
+from infini_jax.train_step import init_state
+
+config = load_config("configs/tiny.py")
+config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+cfg = validate(config)
+mesh = sharding.make_mesh(config.mesh)
+tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
+abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
+params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
+state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
+dev = jax.devices()[0]
+def on_device0(tree):
+    return sum(s.data.nbytes for leaf in jax.tree.leaves(tree)
+               for s in leaf.addressable_shards if s.device == dev)
+json.dump({"parameters": M.count_params(state.params),
+           "param_bytes": on_device0(state.params),
+           "opt_bytes": on_device0(state.opt_state),
+           "state_bytes": on_device0(state)}, sys.stdout)
+"""
+
+
+def run(args, **env):
+    e = dict(os.environ, JAX_PLATFORMS="cpu", **env)
+    r = subprocess.run(args, cwd=ROOT, env=e, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "infini_jax.plan",
+            "--config=configs/tiny.py",
+            "--mesh=data:2,fsdp:2,tensor:2",
+            f"--json={tmp_path}/plan.json",
+        ]
+    )
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    real = json.loads(
+        run([sys.executable, "-c", MEASURE], XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    )
+    assert plan["parameters"] == real["parameters"] == 524_936
+    assert sum(plan["parameters_by_group"].values()) == real["parameters"]
+    assert plan["parameters_by_group"]["balance factors"] == 2 * 4  # layers × heads
+    b = plan["bytes_per_device"]
+    assert b["parameters"] == real["param_bytes"]
+    assert b["optimizer_state"] == real["opt_bytes"]
+    # Sharding really divides the state: fsdp × tensor = 4 ways for the large matrices.
+    assert real["param_bytes"] < 0.4 * 4 * real["parameters"]
+    # XLA's arguments are this device's state plus its share of the batch (4 int32/bool
+    # arrays of [8 / (data×fsdp), 256]).
+    batch_bytes = 2 * 256 * (4 + 4 + 4 + 1)
+    assert b["xla_arguments"] == real["state_bytes"] + batch_bytes
+    assert b["xla_temporaries"] > 0 and b["peak_estimate"] >= b["xla_arguments"]
+    assert plan["fits"]["h100"] and "| h100 | 80 | yes" in out
+    assert "524,936 parameters; mesh data=2, fsdp=2, tensor=2 (8 devices)" in out
+
+
+def test_plan_argument_parsing():
+    assert parse_mesh("data:2,fsdp:4") == {"data": 2, "fsdp": 4, "tensor": 1}
+    with pytest.raises(ValueError, match="--mesh entry 'pipe:2'"):
+        parse_mesh("pipe:2")
+    assert param_group(("layers", "attention", "balance")) == "balance factors"
+    assert param_group(("layers", "mlp_norm", "scale")) == "norms"
+    assert param_group(("unembed", "kernel")) == "output projection"
