@@ -42,13 +42,14 @@ def curve(
     ylabel: str,
     title: str,
     marker: str | None = "o",
+    xscale: str = "linear",
 ) -> None:
     """One line per series against `xs` (accuracy vs length, NLL vs segment, ...)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, ys in series.items():
         ax.plot(xs, ys, marker=marker, markersize=3, label=name)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xscale=xscale)
     if len(series) > 1:
         ax.legend()
     ax.grid(alpha=0.3)
