@@ -79,6 +79,7 @@ def main(argv=None):
             records.append(
                 {
                     "bench": "data",
+                    "attention": cfg.attention,
                     "source": name,
                     "seq_len": seq,
                     "batch": batch,
@@ -107,8 +108,9 @@ def main(argv=None):
         )
     if args.output:
         os.makedirs(args.output, exist_ok=True)
-        with open(os.path.join(args.output, "results.json"), "w") as f:
+        with open(os.path.join(args.output, "data.json"), "w") as f:
             json.dump(records, f, indent=1)
+    return records
 
 
 if __name__ == "__main__":

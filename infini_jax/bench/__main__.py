@@ -1,0 +1,221 @@
+r"""All benchmarks in one run, with the performance targets checked as ratios.
+
+  python -m infini_jax.bench --quick --output=DIR     # CPU-sized subset, under 5 minutes
+  python -m infini_jax.bench --output=DIR             # the full grid
+  python -m infini_jax.bench --config=configs/llama_300m_infini.py --output=DIR   # on a GPU/TPU
+
+Writes DIR/results.json: a list of records, each with `bench`, `attention`, `seq_len` and where
+they apply `tokens_per_s`, `mfu`, `memory_bytes`, `compile_s`, `layers` (and `target` records
+with the measured ratio and whether it meets the target). Everything compared is measured in
+this one run, on this machine. docs/performance.md explains each figure.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+from infini_jax.bench import data as data_bench
+from infini_jax.bench import eval_memory
+from infini_jax.bench import train_step as ts
+from infini_jax.bench.peak import matmul_peak
+
+QUICK = dict(
+    lengths=[2048, 4096],
+    memory_lengths=[2048, 8192, 32768],
+    layers=[6, 24],
+    eval_lengths=[8192, 1048576],
+    steps=2,
+    data_seconds=2.0,
+)
+FULL = dict(
+    lengths=[2048, 4096, 8192, 16384, 32768],
+    memory_lengths=[2048, 4096, 8192, 16384, 32768],
+    layers=[6, 12, 24],
+    eval_lengths=[8192, 65536, 262144, 1048576],
+    steps=3,
+    data_seconds=5.0,
+)
+
+
+def memory_records(lengths: list[int], config: str) -> list[dict]:
+    """Compiled memory (XLA memory analysis) of the train step, compiled but not run."""
+    out = []
+    for seq in lengths:
+        for kind in ("full", "local", "infini"):
+            c = (
+                ts.bench_config(kind, seq)
+                if config == "bench"
+                else ts.file_config(config, kind, seq)
+            )
+            *_, compile_s, memory = ts.compile_step(c)
+            r = {"bench": "memory", "attention": kind, "seq_len": seq, "memory_bytes": memory}
+            r.update(compile_s=compile_s, layers=c.model.num_layers)
+            print(f"memory {kind:>6} {seq:>6} tokens: {memory / 2**20:>9,.0f} MiB", flush=True)
+            out.append(r)
+    return out
+
+
+def compile_records(layers: list[int], config: str, seq: int = 2048) -> list[dict]:
+    """Compile time of the infini train step against the number of layers."""
+    out = []
+    for n in layers:
+        c = (
+            ts.bench_config("infini", seq, n)
+            if config == "bench"
+            else ts.file_config(config, "infini", seq, n)
+        )
+        *_, compile_s, _ = ts.compile_step(c)
+        print(f"compile infini {n:>3} layers: {compile_s:.1f} s", flush=True)
+        out.append(
+            {
+                "bench": "compile",
+                "attention": "infini",
+                "seq_len": seq,
+                "layers": n,
+                "compile_s": compile_s,
+            }
+        )
+    return out
+
+
+def _find(records, bench, **match):
+    for r in records:
+        if r["bench"] == bench and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def targets(records: list[dict]) -> list[dict]:
+    """The issue's targets, each as a measured ratio from this run."""
+    out = []
+
+    def add(name, value, ok, detail):
+        out.append(
+            {
+                "bench": "target",
+                "attention": None,
+                "seq_len": None,
+                "target": name,
+                "value": value,
+                "met": bool(ok),
+                "detail": detail,
+            }
+        )
+
+    steps = [r for r in records if r["bench"] == "train_step" and "tokens_per_s" in r]
+    for r in steps:
+        if r["attention"] != "infini":
+            continue
+        local = _find(steps, "train_step", attention="local", seq_len=r["seq_len"])
+        if local:
+            ratio = local["tokens_per_s"] / r["tokens_per_s"]
+            add(
+                f"infini step time / local at {r['seq_len']}", ratio, ratio <= 1.10, "target ≤ 1.10"
+            )
+        full = _find(steps, "train_step", attention="full", seq_len=r["seq_len"])
+        if full:
+            ratio = r["tokens_per_s"] / full["tokens_per_s"]
+            need = r["seq_len"] >= 32768
+            add(
+                f"infini speed / full at {r['seq_len']}",
+                ratio,
+                ratio >= 2 or not need,
+                "target ≥ 2 at 32K" if need else "reported (target applies at 32K)",
+            )
+    if steps:
+        best = max(steps, key=lambda r: r["mfu"])
+        add(
+            "best train-step MFU vs measured matmul",
+            best["mfu"],
+            best["mfu"] >= 0.40,
+            f"target ≥ 0.40 ({best['attention']} at {best['seq_len']})",
+        )
+    ev = [r for r in records if r["bench"] == "eval_memory"]
+    if len(ev) >= 2:
+        ratio = ev[-1]["peak_rss_bytes"] / ev[0]["peak_rss_bytes"]
+        add(
+            f"eval peak memory {ev[-1]['seq_len']} / {ev[0]['seq_len']} tokens",
+            ratio,
+            ratio <= 1.2,
+            "target ≤ 1.2",
+        )
+    comp = [r for r in records if r["bench"] == "compile"]
+    if len(comp) >= 2:
+        ratio = comp[-1]["compile_s"] / comp[0]["compile_s"]
+        add(
+            f"compile time {comp[-1]['layers']} / {comp[0]['layers']} layers",
+            ratio,
+            ratio <= 1.5,
+            "target ≤ 1.5",
+        )
+    mem = [r for r in records if r["bench"] == "memory"]
+    for kind in ("local", "infini", "full"):
+        rs = sorted((r for r in mem if r["attention"] == kind), key=lambda r: r["seq_len"])
+        if len(rs) >= 2:
+            growth = rs[-1]["memory_bytes"] / rs[0]["memory_bytes"]
+            length = rs[-1]["seq_len"] / rs[0]["seq_len"]
+            linear = growth <= 1.1 * length
+            add(
+                f"{kind} compiled memory growth {rs[0]['seq_len']}→{rs[-1]['seq_len']}",
+                growth,
+                linear if kind != "full" else True,
+                f"length ×{length:.0f}; target: at most linear"
+                if kind != "full"
+                else f"length ×{length:.0f}; reported (grows faster than linear)",
+            )
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench")
+    parser.add_argument("--quick", action="store_true", help="CPU-sized subset (< 5 min)")
+    parser.add_argument("--output", required=True, help="directory for results.json")
+    parser.add_argument("--config", default="bench", help="'bench' model or a config file")
+    parser.add_argument("--skip", default="", help="comma-separated: eval_memory,data,...")
+    for name in ("lengths", "memory_lengths", "layers", "eval_lengths"):
+        parser.add_argument(f"--{name}", default="", help="comma-separated; overrides the grid")
+    args = parser.parse_args(argv)
+    grid = dict(QUICK if args.quick else FULL)
+    for name in ("lengths", "memory_lengths", "layers", "eval_lengths"):
+        if getattr(args, name):
+            grid[name] = [int(x) for x in getattr(args, name).split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    os.makedirs(args.output, exist_ok=True)
+    peak = matmul_peak()
+    print(f"peak: {peak['device']} {peak['dtype']} matmul {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s")
+    records = [peak]
+    if "train_step" not in skip:
+        records += ts.run(
+            ["full", "local", "infini"],
+            grid["lengths"],
+            peak["flops_per_s"],
+            args.config,
+            grid["steps"],
+        )
+    if "memory" not in skip:
+        records += memory_records(grid["memory_lengths"], args.config)
+    if "compile" not in skip:
+        records += compile_records(grid["layers"], args.config)
+    if "eval_memory" not in skip:
+        lengths = ",".join(map(str, grid["eval_lengths"]))
+        records += eval_memory.main([f"--lengths={lengths}"])
+    if "data" not in skip:
+        with tempfile.TemporaryDirectory():
+            records += data_bench.main(
+                ["--config=configs/tiny.py", f"--seconds={grid['data_seconds']}"]
+            )
+    records += targets(records)
+    print("\n| target | measured | met | |\n|---|---:|---|---|")
+    for t in (r for r in records if r["bench"] == "target"):
+        print(
+            f"| {t['target']} | {t['value']:.3g} | {'yes' if t['met'] else 'no'} | {t['detail']} |"
+        )
+    with open(os.path.join(args.output, "results.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    print(f"wrote {os.path.join(args.output, 'results.json')} ({len(records)} records)")
+    return records
+
+
+if __name__ == "__main__":
+    main()

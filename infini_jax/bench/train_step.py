@@ -1,0 +1,186 @@
+r"""Train-step benchmarks: speed, MFU, compiled memory and compile time per attention kind.
+
+  python -m infini_jax.bench.train_step [--lengths=2048,8192] [--kinds=full,local,infini]
+      [--config=bench|configs/llama_300m_infini.py] [--output=DIR]
+
+Every point compiles the real jitted, donated train step (`train_step.jit_train_step`) for one
+config, reads XLA's memory analysis, then times `--steps` steps on a random batch (after one
+warm-up step). MFU = model FLOPs per token (`infini_jax.flops`) × tokens/s over the peak
+matmul FLOP/s measured in the same process (`bench.peak`) and, where the device is known, over
+the datasheet peak. A point whose compiled memory would not fit in this machine's memory is
+recorded as skipped, not run.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from infini_jax import model as M
+from infini_jax import optim, sharding
+from infini_jax.config import load_config, validate
+from infini_jax.flops import flops_per_token
+from infini_jax.metrics import DATASHEET_PEAKS
+from infini_jax.train_step import init_state, jit_train_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def bench_config(attention: str, seq_len: int, layers: int = 4):
+    """The bench model: tiny.py grown to 4 × d256 (a CPU-sized LLaMA), batch 1, segment 256."""
+    c = load_config(os.path.join(REPO, "configs", "tiny.py"))
+    m = c.model
+    m.attention, m.num_layers, m.d_model, m.num_heads, m.num_kv_heads = attention, layers, 256, 4, 2
+    m.mlp_dim, m.segment_len, m.vocab_size = 768, 256, 512
+    c.data.seq_len, c.data.batch_size = seq_len, 1
+    m.dtype = "float32" if jax.devices()[0].platform == "cpu" else "bfloat16"
+    return c
+
+
+def file_config(path: str, attention: str, seq_len: int, layers: int | None = None):
+    c = load_config(path if os.path.isabs(path) else os.path.join(REPO, path))
+    c.model.attention, c.data.seq_len = attention, seq_len
+    c.data.batch_size = c.data.batch_size // max(1, c.data.seq_len // 8192) or 1
+    if layers:
+        c.model.num_layers = layers
+    return c
+
+
+def compile_step(config):
+    """`(compiled step, state, batch, compile seconds, memory bytes)` for one device."""
+    cfg = validate(config)
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    tx, schedules = optim.make_optimizer(config.optimizer, config.total_steps)
+    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
+    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
+    batch_sh = sharding.batch_sharding(mesh)
+    b, t = config.data.batch_size, config.data.seq_len
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, cfg.vocab_size, (b, t + 1)).astype(np.int32)
+    batch = {
+        "tokens": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "segment_ids": np.ones((b, t), np.int32),
+        "mask": np.ones((b, t), bool),
+    }
+    batch = jax.device_put(batch, batch_sh)
+    step = jit_train_step(cfg, tx, schedules, config.optimizer.micro_batches, state_sh, batch_sh)
+    start = time.perf_counter()
+    compiled = step.lower(abstract, batch).compile()
+    compile_s = time.perf_counter() - start
+    ma = compiled.memory_analysis()
+    memory = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
+    memory += ma.temp_size_in_bytes
+    return compiled, (cfg, tx, state_sh), batch, compile_s, memory
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f}
+        host = info["MemAvailable"]
+    except (OSError, KeyError):
+        host = 1 << 40
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if dev.platform != "cpu" else None
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else host
+
+
+def measure(config, peak: float, steps: int = 3) -> dict:
+    """One record: tokens/s, MFU, compiled memory and compile time of `config`'s train step."""
+    compiled, (cfg, tx, state_sh), batch, compile_s, memory = compile_step(config)
+    seq = config.data.seq_len
+    record = {
+        "bench": "train_step",
+        "attention": cfg.attention,
+        "seq_len": seq,
+        "batch": config.data.batch_size,
+        "layers": cfg.num_layers,
+        "dtype": cfg.dtype,
+        "memory_bytes": memory,
+        "compile_s": compile_s,
+        "flops_per_token": flops_per_token(cfg, seq),
+    }
+    if memory > 0.8 * _available_bytes():
+        record["skipped"] = f"needs {memory / 2**30:.1f} GiB"
+        return record
+    state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
+    state, metrics = compiled(state, batch)  # warm-up
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    step_s = (time.perf_counter() - start) / steps
+    tokens_per_s = config.data.batch_size * seq / step_s
+    record.update(step_s=step_s, tokens_per_s=tokens_per_s)
+    record["mfu"] = tokens_per_s * record["flops_per_token"] / peak
+    kind = jax.devices()[0].device_kind
+    datasheet = next((p for k, p in DATASHEET_PEAKS.items() if kind.startswith(k)), None)
+    if datasheet:
+        record["mfu_datasheet"] = tokens_per_s * record["flops_per_token"] / datasheet
+    return record
+
+
+def run(kinds, lengths, peak: float, config: str = "bench", steps: int = 3) -> list[dict]:
+    records = []
+    for seq in lengths:
+        for kind in kinds:
+            c = bench_config(kind, seq) if config == "bench" else file_config(config, kind, seq)
+            try:
+                r = measure(c, peak, steps)
+            except Exception as e:  # one failing point (e.g. out of memory) does not end the run
+                r = {
+                    "bench": "train_step",
+                    "attention": kind,
+                    "seq_len": seq,
+                    "layers": c.model.num_layers,
+                    "skipped": f"{type(e).__name__}: {str(e)[:200]}",
+                }
+            records.append(r)
+            print(format_record(r), flush=True)
+    return records
+
+
+def format_record(r: dict) -> str:
+    head = f"train_step {r['attention']:>6} {r['seq_len']:>6} tokens, {r['layers']} layers: "
+    if "skipped" in r:
+        return head + f"skipped ({r['skipped']})"
+    return head + (
+        f"{r['tokens_per_s']:>9,.0f} tok/s, MFU {r['mfu']:.1%}, compiled memory "
+        f"{r['memory_bytes'] / 2**20:,.0f} MiB, compile {r['compile_s']:.1f} s"
+    )
+
+
+def main(argv=None) -> list[dict]:
+    from infini_jax.bench.peak import matmul_peak
+
+    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench.train_step")
+    parser.add_argument("--kinds", default="full,local,infini")
+    parser.add_argument("--lengths", default="2048,4096,8192,16384,32768")
+    parser.add_argument("--config", default="bench", help="'bench' or a config file")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args(argv)
+    peak = matmul_peak()
+    print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
+    records = [peak] + run(
+        args.kinds.split(","),
+        [int(x) for x in args.lengths.split(",")],
+        peak["flops_per_s"],
+        args.config,
+        args.steps,
+    )
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+        with open(os.path.join(args.output, "train_step.json"), "w") as f:
+            json.dump(records, f, indent=1)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Benchmarks produce well-formed records and check targets as ratios (no timing asserted)."""
+
+from infini_jax.bench import train_step as ts
+from infini_jax.bench.__main__ import targets
+from infini_jax.bench.peak import matmul_peak
+
+
+def test_train_step_record_has_the_documented_fields():
+    peak = matmul_peak(n=256, seconds=0.05)
+    assert peak["bench"] == "peak" and peak["flops_per_s"] > 0
+    c = ts.bench_config("infini", 512, layers=1)
+    r = ts.measure(c, peak["flops_per_s"], steps=1)
+    for key in ("bench", "attention", "seq_len", "tokens_per_s", "mfu", "memory_bytes"):
+        assert key in r
+    assert (r["attention"], r["seq_len"], r["layers"]) == ("infini", 512, 1)
+    assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1.5 and r["memory_bytes"] > 0
+    assert r["compile_s"] > 0
+
+
+def test_targets_are_ratios_of_records_from_one_run():
+    def step(kind, seq, tps, mfu=0.3):
+        return {
+            "bench": "train_step",
+            "attention": kind,
+            "seq_len": seq,
+            "tokens_per_s": tps,
+            "mfu": mfu,
+        }
+
+    records = [
+        step("local", 32768, 1000.0),
+        step("infini", 32768, 950.0, mfu=0.45),
+        step("full", 32768, 100.0),
+        {"bench": "eval_memory", "seq_len": 8192, "peak_rss_bytes": 100},
+        {"bench": "eval_memory", "seq_len": 1 << 20, "peak_rss_bytes": 130},
+        {"bench": "compile", "layers": 6, "compile_s": 2.0},
+        {"bench": "compile", "layers": 24, "compile_s": 2.5},
+    ]
+    got = {t["target"]: (round(t["value"], 3), t["met"]) for t in targets(records)}
+    assert got["infini step time / local at 32768"] == (round(1000 / 950, 3), True)
+    assert got["infini speed / full at 32768"] == (9.5, True)
+    assert got["best train-step MFU vs measured matmul"] == (0.45, True)
+    assert got["eval peak memory 1048576 / 8192 tokens"] == (1.3, False)
+    assert got["compile time 24 / 6 layers"] == (1.25, True)
