@@ -13,7 +13,6 @@ this one run, on this machine. docs/performance.md explains each figure.
 import argparse
 import json
 import os
-import tempfile
 
 from infini_jax.bench import data as data_bench
 from infini_jax.bench import eval_memory
@@ -22,14 +21,16 @@ from infini_jax.bench.peak import matmul_peak
 
 QUICK = dict(
     lengths=[2048, 4096],
+    full_lengths=[2048],  # full attention is timed only at these lengths
     memory_lengths=[2048, 8192, 32768],
     layers=[6, 24],
     eval_lengths=[8192, 1048576],
-    steps=2,
+    steps=3,
     data_seconds=2.0,
 )
 FULL = dict(
     lengths=[2048, 4096, 8192, 16384, 32768],
+    full_lengths=[2048, 4096, 8192, 16384, 32768],
     memory_lengths=[2048, 4096, 8192, 16384, 32768],
     layers=[6, 12, 24],
     eval_lengths=[8192, 65536, 262144, 1048576],
@@ -173,11 +174,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--output", required=True, help="directory for results.json")
     parser.add_argument("--config", default="bench", help="'bench' model or a config file")
     parser.add_argument("--skip", default="", help="comma-separated: eval_memory,data,...")
-    for name in ("lengths", "memory_lengths", "layers", "eval_lengths"):
+    for name in ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths"):
         parser.add_argument(f"--{name}", default="", help="comma-separated; overrides the grid")
     args = parser.parse_args(argv)
     grid = dict(QUICK if args.quick else FULL)
-    for name in ("lengths", "memory_lengths", "layers", "eval_lengths"):
+    for name in ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths"):
         if getattr(args, name):
             grid[name] = [int(x) for x in getattr(args, name).split(",")]
     skip = set(filter(None, args.skip.split(",")))
@@ -186,13 +187,11 @@ def main(argv=None) -> list[dict]:
     print(f"peak: {peak['device']} {peak['dtype']} matmul {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s")
     records = [peak]
     if "train_step" not in skip:
-        records += ts.run(
-            ["full", "local", "infini"],
-            grid["lengths"],
-            peak["flops_per_s"],
-            args.config,
-            grid["steps"],
-        )
+        for seq in grid["lengths"]:
+            kinds = ["full"] if seq in grid["full_lengths"] else []
+            records += ts.run(
+                kinds + ["local", "infini"], [seq], peak["flops_per_s"], args.config, grid["steps"]
+            )
     if "memory" not in skip:
         records += memory_records(grid["memory_lengths"], args.config)
     if "compile" not in skip:
@@ -201,10 +200,7 @@ def main(argv=None) -> list[dict]:
         lengths = ",".join(map(str, grid["eval_lengths"]))
         records += eval_memory.main([f"--lengths={lengths}"])
     if "data" not in skip:
-        with tempfile.TemporaryDirectory():
-            records += data_bench.main(
-                ["--config=configs/tiny.py", f"--seconds={grid['data_seconds']}"]
-            )
+        records += data_bench.main([f"--seconds={grid['data_seconds']}"])
     records += targets(records)
     print("\n| target | measured | met | |\n|---|---:|---|---|")
     for t in (r for r in records if r["bench"] == "target"):

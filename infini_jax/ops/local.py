@@ -14,6 +14,7 @@ def local_attention(
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     rope_theta: float = 10000.0,
+    query_block: int = 2048,
 ) -> jax.Array:
     """Causal dot-product attention with RoPE positions `0 .. seq-1` inside the window.
 
@@ -25,6 +26,9 @@ def local_attention(
         padded query positions output zeros.
       segment_ids: `[batch, seq]` int document ids; a query attends only to keys of its document.
       rope_theta: RoPE base.
+      query_block: windows longer than this (a multiple of it) are computed one block of
+        queries at a time, rematerialised in the backward pass: same result, memory linear in
+        the window instead of quadratic.
 
     Returns:
       `[batch, seq, heads, head_dim]` in `q.dtype`. Logits and softmax are float32, scaled by
@@ -35,18 +39,41 @@ def local_attention(
     positions = jnp.arange(t)
     qr = apply_rope(q, positions, rope_theta).reshape(b, t, kv, h // kv, d)
     kr = apply_rope(k, positions, rope_theta)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
-    allowed = jnp.tril(jnp.ones((t, t), dtype=bool))[None]  # [1, t, s]
-    if segment_ids is not None:
-        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
-    if mask is not None:
-        allowed = allowed & mask[:, None, :]
-    logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum(
-        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
-    )
+    ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
+    keys_ok = mask if mask is not None else jnp.ones((b, t), bool)
+    if t > query_block and t % query_block == 0:
+        # Long windows ("full" attention): query blocks in a scan, each rematerialised, so
+        # the float32 logits held at once are [query_block, t] instead of [t, t].
+        n = t // query_block
+
+        def block(_, xs):
+            qb, pos, ids_q = xs
+            return None, _attend(qb, kr, v, pos, positions, ids_q, ids, keys_ok)
+
+        xs = (
+            jnp.moveaxis(qr.reshape(b, n, query_block, kv, h // kv, d), 1, 0),
+            positions.reshape(n, query_block),
+            jnp.moveaxis(ids.reshape(b, n, query_block), 1, 0),
+        )
+        _, out = jax.lax.scan(jax.checkpoint(block, prevent_cse=False), None, xs)
+        out = jnp.moveaxis(out, 0, 1).reshape(b, t, kv, h // kv, d)
+    else:
+        out = _attend(qr, kr, v, positions, positions, ids, ids, keys_ok)
     if mask is not None:
         out = out * mask[:, :, None, None, None]
     return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+def _attend(qr, kr, v, q_pos, k_pos, q_ids, k_ids, keys_ok):
+    """Softmax attention of queries `[b, tq, kv, g, d]` (after RoPE) over all keys `[b, s, kv,
+    d]`: causal by position, within a document, never to padded keys. float32 logits."""
+    d = qr.shape[-1]
+    logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
+    allowed = (q_pos[:, None] >= k_pos[None, :])[None]  # [1, tq, s]
+    allowed = allowed & (q_ids[:, :, None] == k_ids[:, None, :]) & keys_ok[:, None, :]
+    logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )

@@ -71,9 +71,14 @@ def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Ar
     """
     nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
     has = reads[:, :, None, None] & nonempty[:, None, :, None]
-    num = jnp.einsum("bnkgd,bkde->bnkge", sq, memory.m)
-    den = jnp.einsum("bnkgd,bkd->bnkg", sq, memory.z)
-    return _safe_ratio(num, den, has), has
+    # One matmul gives numerator and denominator: σ(q) [M | z] → [b, n, k, g, d + 1].
+    both = jnp.einsum("bnkgd,bkde->bnkge", sq, _with_z(memory.m, memory.z))
+    return _safe_ratio(both[..., :-1], both[..., -1], has), has
+
+
+def _with_z(m: jax.Array, z: jax.Array) -> jax.Array:
+    """[M | z]: `[b, k, d, d + 1]`, so σ(x)[M | z] yields σ(x)M and σ(x)z in one matmul."""
+    return jnp.concatenate([m, z[..., None]], axis=-1)
 
 
 def memory_write(
@@ -110,11 +115,11 @@ def memory_write(
     skw = sk * write[:, :, None, None]
     vf = v.astype(jnp.float32)
     if update == "delta":
-        num = jnp.einsum("bnkd,bkde->bnke", sk, m)
-        den = jnp.einsum("bnkd,bkd->bnk", sk, z)
-        vf = vf - _safe_ratio(num, den, jnp.ones(den.shape, bool))
+        both = jnp.einsum("bnkd,bkde->bnke", sk, _with_z(m, z))
+        vf = vf - _safe_ratio(both[..., :-1], both[..., -1], jnp.ones(both.shape[:-1], bool))
     elif update != "linear":
         raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
-    m = m + jnp.einsum("bnkd,bnke->bkde", skw, vf)
-    z = z + jnp.sum(skw, axis=1)
-    return Memory(m=m, z=z, doc=doc)
+    # One matmul writes both: σ(K)ᵀ[V | 1] = [ΔM | Δz].
+    ones = jnp.ones(vf.shape[:-1] + (1,), jnp.float32)
+    delta = jnp.einsum("bnkd,bnke->bkde", skw, jnp.concatenate([vf, ones], axis=-1))
+    return Memory(m=m + delta[..., :-1], z=z + delta[..., -1], doc=doc)
