@@ -11,9 +11,9 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # Seeds parameter init, data order and every other random choice.
-    c.total_steps = 300  # Optimizer steps.
-    c.log_every_steps = 10  # Metrics every this many steps.
-    c.checkpoint_every_steps = 100  # Checkpoint every this many steps.
+    c.total_steps = 2500  # Optimizer steps (retrieval through the memory appears after ~1,500).
+    c.log_every_steps = 50  # Metrics every this many steps.
+    c.checkpoint_every_steps = 500  # Checkpoint every this many steps.
     c.keep_checkpoints = 2  # How many recent checkpoints to keep.
     c.eval_every_steps = 0  # Validation loss on held-out data every this many steps; 0 = off.
     c.eval_batches = 4  # Held-out batches per validation (the same ones every time).
@@ -61,22 +61,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     d = c.data = ml_collections.ConfigDict()
     d.seq_len = 256  # Training length: 4 segments of 64.
-    d.batch_size = 8  # Global batch in sequences.
+    d.batch_size = 16  # Global batch in sequences.
     d.source = "synthetic"  # "synthetic" and/or globs of prepared ArrayRecord shards.
     d.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
     d.tokenizer = ""  # sentencepiece .model; "" = built-in, trained on the synthetic corpus.
-    d.packing = "concat"  # "concat": pack documents (segment_ids); "padding": one per row.
+    d.packing = "padding"  # "padding": one document per row; "concat": pack (segment_ids).
     d.validation_fraction = 0.01  # Share of prepared documents held out for validation.
     d.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
     # Several processes: "replicated" = each reads the global stream and keeps its rows (same
     # data and resume on any process count); "sharded" = each reads only its documents.
     d.host_sharding = "replicated"
     d.synthetic = ml_collections.ConfigDict()
-    d.synthetic.min_length = 128  # Shortest synthetic document, in tokens.
+    d.synthetic.min_length = 192  # Shortest synthetic document, in tokens (3+ segments).
     d.synthetic.max_length = 256  # Longest synthetic document, in tokens.
-    d.synthetic.key_digits = 5  # Digits of passkeys and values.
-    d.synthetic.passkey_weight = 0.5  # Share of passkey documents.
-    d.synthetic.kv_recall_weight = 0.5  # Share of key-value recall documents.
+    d.synthetic.key_digits = 2  # Digits of passkeys and values (2: learnable in minutes).
+    d.synthetic.passkey_weight = 1.0  # Share of passkey documents.
+    d.synthetic.kv_recall_weight = 0.0  # Share of key-value recall documents.
     d.synthetic.tokenizer_vocab_size = 512  # Vocabulary of the built-in tokenizer.
 
     c.report = ml_collections.ConfigDict()
@@ -88,9 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.report.passkey_samples = 8  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
 
     o = c.optimizer = ml_collections.ConfigDict()
-    o.learning_rate = 3e-3  # Peak LR.
-    o.end_learning_rate = 3e-4  # LR at the end of the cosine.
-    o.warmup_steps = 30  # Linear warmup steps.
+    o.learning_rate = 1e-2  # Peak LR (high: a tiny model, a short run).
+    o.end_learning_rate = 1e-3  # LR at the end of the cosine.
+    o.warmup_steps = 100  # Linear warmup steps.
     o.b1 = 0.9  # AdamW β1.
     o.b2 = 0.95  # AdamW β2.
     o.eps = 1e-8  # AdamW ε.

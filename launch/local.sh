@@ -56,15 +56,16 @@ fi
 pids=()
 stop_all() {  # SIGTERM every live process, then SIGKILL whatever is left after the grace time
   local pid deadline
-  for pid in "${pids[@]}"; do ((pid)) && kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do ((pid)) && { kill -TERM "$pid" 2>/dev/null || true; }; done
   deadline=$((SECONDS + grace))
   while ((SECONDS < deadline)); do
     local alive=0
-    for pid in "${pids[@]}"; do ((pid)) && kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "${pids[@]}"; do ((pid)) && kill -0 "$pid" 2>/dev/null && alive=1 || true; done
     ((alive)) || return 0
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do ((pid)) && kill -KILL "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do ((pid)) && { kill -KILL "$pid" 2>/dev/null || true; }; done
+  for pid in "${pids[@]}"; do ((pid)) && { wait "$pid" 2>/dev/null || true; }; done  # reaped
   return 0
 }
 trap 'echo "local.sh: interrupted; stopping all processes" >&2; stop_all; exit 130' INT TERM

@@ -20,6 +20,7 @@ from infini_jax.train_step import init_state
 
 config = load_config("configs/tiny.py")
 config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+config.data.batch_size = 8
 cfg = validate(config)
 mesh = sharding.make_mesh(config.mesh)
 tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
@@ -53,6 +54,7 @@ def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
             "infini_jax.plan",
             "--config=configs/tiny.py",
             "--mesh=data:2,fsdp:2,tensor:2",
+            "--config.data.batch_size=8",
             f"--json={tmp_path}/plan.json",
         ]
     )

@@ -29,16 +29,20 @@ SMALL = [
     "--config.data.synthetic.max_length=128",
     "--config.log_every_steps=1",
     "--config.optimizer.warmup_steps=2",
+    "--config.optimizer.learning_rate=3e-3",
+    "--config.data.batch_size=8",
 ]
 
 
-def launch(workdir, *extra, devices=1, wait=True):
+def launch(workdir, *extra, devices=1, wait=True, prefix=()):
+    """`python -m infini_jax.train` on the small config (behind `prefix`, e.g. launch/local.sh)."""
     env = dict(
         os.environ,
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         JAX_PLATFORMS="cpu",
     )
     cmd = [
+        *prefix,
         sys.executable,
         "-m",
         "infini_jax.train",

@@ -132,24 +132,17 @@ def targets(records: list[dict]) -> list[dict]:
             best["mfu"] >= 0.40,
             f"target ≥ 0.40 ({best['attention']} at {best['seq_len']})",
         )
-    ev = [r for r in records if r["bench"] == "eval_memory"]
-    if len(ev) >= 2:
-        ratio = ev[-1]["peak_rss_bytes"] / ev[0]["peak_rss_bytes"]
-        add(
-            f"eval peak memory {ev[-1]['seq_len']} / {ev[0]['seq_len']} tokens",
-            ratio,
-            ratio <= 1.2,
-            "target ≤ 1.2",
-        )
-    comp = [r for r in records if r["bench"] == "compile"]
-    if len(comp) >= 2:
-        ratio = comp[-1]["compile_s"] / comp[0]["compile_s"]
-        add(
-            f"compile time {comp[-1]['layers']} / {comp[0]['layers']} layers",
-            ratio,
-            ratio <= 1.5,
-            "target ≤ 1.5",
-        )
+    # Last record over first: eval memory (longest vs shortest), compile time (deepest vs
+    # shallowest).
+    for bench, value, axis, unit, limit in (
+        ("eval_memory", "peak_rss_bytes", "seq_len", "tokens", 1.2),
+        ("compile", "compile_s", "layers", "layers", 1.5),
+    ):
+        rs = [r for r in records if r["bench"] == bench]
+        if len(rs) >= 2:
+            ratio = rs[-1][value] / rs[0][value]
+            name = f"{bench.replace('_', ' ')} {rs[-1][axis]} / {rs[0][axis]} {unit}"
+            add(name, ratio, ratio <= limit, f"target ≤ {limit}")
     mem = [r for r in records if r["bench"] == "memory"]
     for kind in ("local", "infini", "full"):
         rs = sorted((r for r in mem if r["attention"] == kind), key=lambda r: r["seq_len"])
