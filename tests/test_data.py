@@ -183,10 +183,14 @@ def test_iterator_resume_gives_identical_batches(tok, tmp_path):
 def test_sharded_state_on_another_process_count_is_a_clear_error(tok):
     ds = P.make_dataset(data_config(), tokenizer_path=tok.path, seed=0, batch_size=1)
     state = {"processes": [{}, {}], "host_sharding": "sharded", "process_count": 2}
-    with pytest.raises(sources.DataError, match="saved by 2 processes .* this run has 4"):
+    with pytest.raises(sources.DataError, match=r"saved by 2 processes .* \(this run: 4"):
         P.restore_iterator(iter(ds), state, 0, 4, "sharded")
-    with pytest.raises(sources.DataError, match="host_sharding='sharded' but the config says"):
+    with pytest.raises(sources.DataError, match="resume with 2 processes"):
         P.restore_iterator(iter(ds), state, 0, 2, "replicated")
+    one_stream = P.iterator_state(iter(ds), 0, 1, "replicated")
+    with pytest.raises(sources.DataError, match="one global stream but this run has 2"):
+        P.restore_iterator(iter(ds), one_stream, 0, 2, "sharded")
+    P.restore_iterator(iter(ds), one_stream, 0, 1, "sharded")  # 1 process: the same stream
 
 
 def test_replicated_processes_get_their_rows_of_the_same_global_batch(tok):

@@ -242,22 +242,24 @@ def restore_iterator(
     host_sharding: str = "replicated",
 ):
     """Puts `iterator` where `state` left it; a layout it cannot continue is one clear error."""
-    saved_mode = state.get("host_sharding", "sharded")
-    if saved_mode != host_sharding:
-        raise DataError(
-            f"the checkpoint's data iterator is data.host_sharding={saved_mode!r} but the config "
-            f"says {host_sharding!r}; set it back to resume"
-        )
-    if host_sharding == "sharded" and state["process_count"] != process_count:
-        raise DataError(
-            f"data iterator state was saved by {state['process_count']} processes with "
-            f"data.host_sharding='sharded' but this run has {process_count}; resume with "
-            f"{state['process_count']} processes, or use data.host_sharding='replicated'"
-        )
-    if "processes" in state:
+    saved_count = state.get("process_count", 1)
+    if "processes" in state:  # "sharded" over several processes: one state per process
+        if host_sharding != "sharded" or saved_count != process_count:
+            raise DataError(
+                f"data iterator state was saved by {saved_count} processes with "
+                f"data.host_sharding='sharded'; resume with {saved_count} processes and "
+                f"host_sharding='sharded' (this run: {process_count}, {host_sharding!r})"
+            )
         iterator.set_state(state["processes"][process_index])
-    else:
-        iterator.set_state(state["grain"])
+        return iterator
+    # One global stream: written by one process, or by "replicated" processes. Sharded
+    # processes of a later run would each read a different stream, so only one can continue it.
+    if host_sharding == "sharded" and process_count > 1:
+        raise DataError(
+            f"data iterator state is one global stream but this run has {process_count} "
+            "processes with data.host_sharding='sharded'; use 'replicated' to resume it"
+        )
+    iterator.set_state(state["grain"])
     return iterator
 
 
