@@ -146,9 +146,8 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
     """Launches every unfinished run; returns the number of runs that failed."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher={launcher} is not one of {LAUNCHERS}")
-    runs = plan_runs(
-        load_sweep(sweep_path), os.path.abspath(root)
-    )  # validates every run before starting one
+    # Every run is expanded and validated before the first one starts.
+    runs = plan_runs(load_sweep(sweep_path), os.path.abspath(root))
     failed = []
     for i, run in enumerate(runs, 1):
         cmd = launch_command(run, launcher)
