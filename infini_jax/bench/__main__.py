@@ -156,7 +156,7 @@ def targets(records: list[dict]) -> list[dict]:
                 linear if kind != "full" else True,
                 f"length ×{length:.0f}; target: at most linear"
                 if kind != "full"
-                else f"length ×{length:.0f}; reported (grows faster than linear)",
+                else f"length ×{length:.0f}; reported (no target for full attention)",
             )
     return out
 
