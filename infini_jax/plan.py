@@ -68,11 +68,10 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
     """The plan of `config` on a mesh of `mesh_axes` (needs that many JAX devices)."""
     import jax
 
-    from infini_jax import model as M
-    from infini_jax import optim, sharding
+    from infini_jax import sharding
     from infini_jax.config import validate
     from infini_jax.flops import flops_per_token
-    from infini_jax.train_step import init_state, jit_train_step
+    from infini_jax.train_step import compiled_peak_bytes, make_training
 
     config = config.copy_and_resolve_references()
     for axis, size in mesh_axes.items():
@@ -82,11 +81,8 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:devices])
     o, d = config.optimizer, config.data
     sharding.check_batch(d.batch_size, mesh, o.micro_batches)
-    tx, schedules = optim.make_optimizer(o, config.total_steps)
-    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
-    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
-    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
-    batch_sh = sharding.batch_sharding(mesh)
+    t = make_training(config, cfg, mesh)
+    abstract, state_sh, batch_sh = t.abstract, t.state_sh, t.batch_sh
 
     groups: dict[str, int] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(abstract.params):
@@ -98,11 +94,9 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
         for k, dt in (("tokens", "int32"), ("targets", "int32"), ("segment_ids", "int32"))
     }
     batch["mask"] = jax.ShapeDtypeStruct((d.batch_size, d.seq_len), "bool", sharding=batch_sh)
-    step = jit_train_step(cfg, tx, schedules, o.micro_batches, state_sh, batch_sh)
-    compiled = step.lower(abstract, batch).compile()
+    compiled = t.step.lower(abstract, batch).compile()
     ma = compiled.memory_analysis()
-    peak = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-    peak += ma.temp_size_in_bytes
+    peak = compiled_peak_bytes(compiled)
     params_bytes = _bytes_per_device(abstract.params, state_sh.params)
     flops_tok = flops_per_token(cfg, d.seq_len)
     tokens = d.batch_size * d.seq_len

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from infini_jax import checkpoint, optim, sharding
+from infini_jax import checkpoint, sharding
 from infini_jax import model as M
 from infini_jax.cli import (
     define_compilation_cache_flag,
@@ -40,7 +40,7 @@ from infini_jax.data.tokenizer import TokenizerError
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
 from infini_jax.report import format_summary, write_report
-from infini_jax.train_step import TrainState, init_state, jit_train_step
+from infini_jax.train_step import TrainState, init_state, make_training
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
@@ -139,11 +139,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if proc == 0:
         save_config(config, workdir)
 
-    tx, schedules = optim.make_optimizer(o, config.total_steps)
-    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
-    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
-    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
-    batch_sh = sharding.batch_sharding(mesh)
+    training = make_training(config, cfg, mesh)
+    tx, abstract, params_sh = training.tx, training.abstract, training.params_sh
+    state_sh, batch_sh = training.state_sh, training.batch_sh
     data = pipeline.make_dataset(
         config.data,
         tokenizer_path=tok.path,
@@ -167,7 +165,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
 
-    step_fn = jit_train_step(cfg, tx, schedules, o.micro_batches, state_sh, batch_sh)
+    step_fn = training.step
     validate_fn = _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc)
     tokens_per_step = config.data.batch_size * config.data.seq_len
     flops_tok = flops_per_token(cfg, config.data.seq_len)

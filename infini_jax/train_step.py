@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from infini_jax import model as M
-from infini_jax import ops
+from infini_jax import ops, optim, sharding
 from infini_jax.model_config import ModelConfig
 
 
@@ -139,4 +139,39 @@ def jit_train_step(cfg: ModelConfig, tx, schedules: dict, micro_batches: int, st
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, None),
         donate_argnums=0,
+    )
+
+
+class Training(NamedTuple):
+    """Everything a config's training needs on a mesh, built once (train, plan and bench)."""
+
+    tx: optax.GradientTransformation
+    schedules: dict
+    abstract: TrainState  # shapes only (`jax.eval_shape` of `init_state`)
+    params_sh: object  # NamedShardings of the parameters
+    state_sh: object  # NamedShardings of the whole TrainState
+    batch_sh: object  # NamedSharding of every batch array
+    step: object  # the jitted, donated train step (`jit_train_step`)
+
+
+def make_training(config, cfg: ModelConfig, mesh) -> Training:
+    """The optimizer, the state's shapes and shardings, and the jitted step of `config`."""
+    tx, schedules = optim.make_optimizer(config.optimizer, config.total_steps)
+    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
+    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
+    batch_sh = sharding.batch_sharding(mesh)
+    step = jit_train_step(cfg, tx, schedules, config.optimizer.micro_batches, state_sh, batch_sh)
+    return Training(tx, schedules, abstract, params_sh, state_sh, batch_sh, step)
+
+
+def compiled_peak_bytes(compiled) -> int:
+    """Peak device memory of a compiled step from XLA's memory analysis: arguments + outputs
+    − aliased (donated) + temporaries."""
+    ma = compiled.memory_analysis()
+    return (
+        ma.argument_size_in_bytes
+        + ma.output_size_in_bytes
+        - ma.alias_size_in_bytes
+        + ma.temp_size_in_bytes
     )

@@ -11,11 +11,9 @@ this one run, on this machine. docs/performance.md explains each figure.
 """
 
 import argparse
-import json
-import os
 
 from infini_jax.bench import data as data_bench
-from infini_jax.bench import eval_memory
+from infini_jax.bench import eval_memory, write_records
 from infini_jax.bench import train_step as ts
 from infini_jax.bench.peak import matmul_peak
 
@@ -175,7 +173,6 @@ def main(argv=None) -> list[dict]:
         if getattr(args, name):
             grid[name] = [int(x) for x in getattr(args, name).split(",")]
     skip = set(filter(None, args.skip.split(",")))
-    os.makedirs(args.output, exist_ok=True)
     peak = matmul_peak()
     print(f"peak: {peak['device']} {peak['dtype']} matmul {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s")
     records = [peak]
@@ -200,9 +197,8 @@ def main(argv=None) -> list[dict]:
         print(
             f"| {t['target']} | {t['value']:.3g} | {'yes' if t['met'] else 'no'} | {t['detail']} |"
         )
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(records, f, indent=1)
-    print(f"wrote {os.path.join(args.output, 'results.json')} ({len(records)} records)")
+    path = write_records(args.output, "results.json", records)
+    print(f"wrote {path} ({len(records)} records)")
     return records
 
 

@@ -11,13 +11,13 @@ feed an H100 or TPU v5p at 40% MFU.
 """
 
 import argparse
-import json
 import os
 import tempfile
 import time
 
 import numpy as np
 
+from infini_jax.bench import write_records
 from infini_jax.config import load_config, validate
 from infini_jax.data import pipeline, prepare, tokenizer
 from infini_jax.flops import flops_per_token
@@ -107,9 +107,7 @@ def main(argv=None):
             f"= {cores:.1f} pipeline cores (data.worker_count) per chip"
         )
     if args.output:
-        os.makedirs(args.output, exist_ok=True)
-        with open(os.path.join(args.output, "data.json"), "w") as f:
-            json.dump(records, f, indent=1)
+        write_records(args.output, "data.json", records)
     return records
 
 

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from infini_jax.bench import write_records
+
 
 def _peak_rss_bytes() -> int:
     with open("/proc/self/status") as f:
@@ -80,9 +82,7 @@ def main(argv=None) -> list[dict]:
             f"{rec['peak_vs_first']:>8.3f}x {rec['tokens_per_s']:>10.0f}"
         )
     if args.output:
-        os.makedirs(args.output, exist_ok=True)
-        with open(os.path.join(args.output, "eval_memory.json"), "w") as f:
-            json.dump(records, f, indent=1)
+        write_records(args.output, "eval_memory.json", records)
     return records
 
 

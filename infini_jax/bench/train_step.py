@@ -12,19 +12,18 @@ this machine's memory is recorded as skipped, not run.
 """
 
 import argparse
-import json
 import os
 import time
 
 import jax
 import numpy as np
 
-from infini_jax import model as M
-from infini_jax import optim, sharding
+from infini_jax import sharding
+from infini_jax.bench import write_records
 from infini_jax.config import load_config, validate
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import DATASHEET_PEAKS
-from infini_jax.train_step import init_state, jit_train_step
+from infini_jax.train_step import compiled_peak_bytes, init_state, make_training
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -54,29 +53,21 @@ def compile_step(config):
     """`(compiled step, state, batch, compile seconds, memory bytes)` for one device."""
     cfg = validate(config)
     mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    tx, schedules = optim.make_optimizer(config.optimizer, config.total_steps)
-    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
-    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
-    state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
-    batch_sh = sharding.batch_sharding(mesh)
-    b, t = config.data.batch_size, config.data.seq_len
+    t = make_training(config, cfg, mesh)
+    b, n = config.data.batch_size, config.data.seq_len
     rng = np.random.default_rng(0)
-    tokens = rng.integers(3, cfg.vocab_size, (b, t + 1)).astype(np.int32)
+    tokens = rng.integers(3, cfg.vocab_size, (b, n + 1)).astype(np.int32)
     batch = {
         "tokens": tokens[:, :-1],
         "targets": tokens[:, 1:],
-        "segment_ids": np.ones((b, t), np.int32),
-        "mask": np.ones((b, t), bool),
+        "segment_ids": np.ones((b, n), np.int32),
+        "mask": np.ones((b, n), bool),
     }
-    batch = jax.device_put(batch, batch_sh)
-    step = jit_train_step(cfg, tx, schedules, config.optimizer.micro_batches, state_sh, batch_sh)
+    batch = jax.device_put(batch, t.batch_sh)
     start = time.perf_counter()
-    compiled = step.lower(abstract, batch).compile()
+    compiled = t.step.lower(t.abstract, batch).compile()
     compile_s = time.perf_counter() - start
-    ma = compiled.memory_analysis()
-    memory = ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
-    memory += ma.temp_size_in_bytes
-    return compiled, (cfg, tx, state_sh), batch, compile_s, memory
+    return compiled, (cfg, t.tx, t.state_sh), batch, compile_s, compiled_peak_bytes(compiled)
 
 
 def _available_bytes() -> int:
@@ -179,9 +170,7 @@ def main(argv=None) -> list[dict]:
         args.steps,
     )
     if args.output:
-        os.makedirs(args.output, exist_ok=True)
-        with open(os.path.join(args.output, "train_step.json"), "w") as f:
-            json.dump(records, f, indent=1)
+        write_records(args.output, "train_step.json", records)
     return records
 
 

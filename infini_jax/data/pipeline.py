@@ -185,7 +185,7 @@ def make_dataset(
             f"data.weights has {len(weights)} entries for {len(specs)} sources in "
             "data.source; give one weight per source"
         )
-    sharded = data.get("host_sharding", "replicated") == "sharded"
+    sharded = data.host_sharding == "sharded"
     parts = []
     for k, spec in enumerate(specs):
         ds = _documents(spec, data, tokenizer_path, seed, split)

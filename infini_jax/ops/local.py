@@ -39,16 +39,15 @@ def local_attention(
     positions = jnp.arange(t)
     qr = apply_rope(q, positions, rope_theta).reshape(b, t, kv, h // kv, d)
     kr = apply_rope(k, positions, rope_theta)
-    ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
-    keys_ok = mask if mask is not None else jnp.ones((b, t), bool)
     if t > query_block and t % query_block == 0:
+        ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
         # Long windows ("full" attention): query blocks in a scan, each rematerialised, so
         # the float32 logits held at once are [query_block, t] instead of [t, t].
         n = t // query_block
 
         def block(_, xs):
             qb, pos, ids_q = xs
-            return None, _attend(qb, kr, v, pos, positions, ids_q, ids, keys_ok)
+            return None, _attend(qb, kr, v, pos, positions, ids_q, ids, mask)
 
         xs = (
             jnp.moveaxis(qr.reshape(b, n, query_block, kv, h // kv, d), 1, 0),
@@ -58,7 +57,7 @@ def local_attention(
         _, out = jax.lax.scan(jax.checkpoint(block, prevent_cse=False), None, xs)
         out = jnp.moveaxis(out, 0, 1).reshape(b, t, kv, h // kv, d)
     else:
-        out = _attend(qr, kr, v, positions, positions, ids, ids, keys_ok)
+        out = _attend(qr, kr, v, positions, positions, segment_ids, segment_ids, mask)
     if mask is not None:
         out = out * mask[:, :, None, None, None]
     return out.reshape(b, t, h, d).astype(q.dtype)
@@ -66,12 +65,16 @@ def local_attention(
 
 def _attend(qr, kr, v, q_pos, k_pos, q_ids, k_ids, keys_ok):
     """Softmax attention of queries `[b, tq, kv, g, d]` (after RoPE) over all keys `[b, s, kv,
-    d]`: causal by position, within a document, never to padded keys. float32 logits."""
+    d]`: causal by position, within a document (ids `[b, tq]`, `[b, s]`; None = one document),
+    never to padded keys (`keys_ok [b, s]`; None = none padded). float32 logits."""
     d = qr.shape[-1]
     logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
     allowed = (q_pos[:, None] >= k_pos[None, :])[None]  # [1, tq, s]
-    allowed = allowed & (q_ids[:, :, None] == k_ids[:, None, :]) & keys_ok[:, None, :]
+    if q_ids is not None:
+        allowed = allowed & (q_ids[:, :, None] == k_ids[:, None, :])
+    if keys_ok is not None:
+        allowed = allowed & keys_ok[:, None, :]
     logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum(
