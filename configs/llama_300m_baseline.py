@@ -7,26 +7,17 @@ baseline at LR 1.2e-4. There are no balance factors, so the gate fields are unus
   python -m infini_jax.train --config=configs/llama_300m_baseline.py:local --workdir=DIR
 """
 
-import importlib.util
-import os
+from infini_jax.config import load_preset, preset
 
-import ml_collections
-
-
-def _infini_config() -> ml_collections.ConfigDict:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_300m_infini.py")
-    spec = importlib.util.spec_from_file_location("llama_300m_infini", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+PRESETS = {
+    "": {"model.attention": "full"},
+    "full": {"model.attention": "full"},
+    "local": {"model.attention": "local"},
+}
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = _infini_config()  # Every field as in the Infini config, with its comment there.
-    kind = arg or "full"
-    if kind not in ("full", "local"):
-        raise ValueError(f"unknown preset {arg!r} for llama_300m_baseline.py: 'full' or 'local'")
-    c.model.attention = kind  # "full": one window of data.seq_len; "local": model.segment_len.
-    c.optimizer.learning_rate = 1.2e-4  # The seed's baseline LR.
-    c.optimizer.end_learning_rate = 1.2e-5  # Cosine to a tenth of the peak, as the Infini run.
-    return c
+def get_config(arg=None):
+    config = load_preset("llama_300m_infini")
+    config.optimizer.learning_rate = 1.2e-4  # the seed's baseline LR
+    config.optimizer.end_learning_rate = 1.2e-5  # cosine to a tenth, as the Infini run
+    return preset(config, arg, PRESETS, "llama_300m_baseline.py")

@@ -11,8 +11,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from infini_jax import model as M
-from infini_jax.config import ConfigError, validate
+from infini_jax import model
+from infini_jax.config import base_config, validate
+from infini_jax.errors import CheckpointError, ConfigError
 
 
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -47,7 +48,17 @@ def save(
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
-    return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    """The config saved with `step`, with base defaults for any field added since."""
+    saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    return _merge(base_config().to_dict(), saved)
+
+
+def _merge(defaults: dict, saved: dict) -> dict:
+    out = dict(defaults)
+    for key, value in saved.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _merge(defaults[key], value) if both else value
+    return out
 
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) -> None:
@@ -104,15 +115,15 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
     workdir, step = resolve(path)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
-        raise ConfigError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
+        raise CheckpointError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
     mngr = ocp.CheckpointManager(ckpt_dir)
     steps = mngr.all_steps()
     step = step if step is not None else mngr.latest_step()
     if step is None or step not in steps:
-        raise ConfigError(f"checkpoint step {step} not in {ckpt_dir} (steps saved: {steps})")
+        raise CheckpointError(f"checkpoint step {step} not in {ckpt_dir} (steps saved: {steps})")
     config = ml_collections.ConfigDict(saved_config(mngr, step))
-    cfg = validate(config)
-    abstract = jax.eval_shape(lambda: M.init_params(cfg, jax.random.key(0)))
+    model_cfg = validate(config)
+    abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     if shardings_fn is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: device, abstract)

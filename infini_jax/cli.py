@@ -1,37 +1,85 @@
-"""Shared command-line plumbing: flag parsing that turns config mistakes into one line."""
+"""The one command-line shape: absl flags, and a runner that turns the project's errors into
+one line on stderr and exit status 2.
+
+Every program (train, evaluate, generate, plan, sweep, bench, prepare, tokenizer, config)
+defines its flags with absl (configs with `config_flags.DEFINE_config_file`) and ends in
+`cli.run(main)`. A bad flag, an unknown `--config.<field>`, a config file that cannot be
+loaded, a missing required flag or any `infini_jax.errors.Error` is one line, before any
+compile: `config error: ...` for config fields, `error: ...` for the rest.
+"""
 
 import os
 import re
 import sys
+from collections.abc import Callable
 
-import jax
-from absl import flags, logging
+from absl import app, flags, logging
+from ml_collections.config_flags.config_flags import is_config_flag
+
+from infini_jax.errors import ConfigError, Error
+
+
+def fail(message: str) -> None:
+    """Prints `message` as one line on stderr and exits with status 2."""
+    print(" ".join(str(message).split()), file=sys.stderr)
+    sys.exit(2)
+
+
+def error_line(e: Error) -> str:
+    return f"{'config error' if isinstance(e, ConfigError) else 'error'}: {e}"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl `flags_parser` for `app.run`: an unknown `--config.<field>` or a bad value is one
-    line on stderr and exit status 2, not a traceback."""
+    """absl `flags_parser`: a bad flag, an unknown `--config.<field>` or a config file that
+    cannot be loaded is one line and exit status 2, not a traceback."""
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as e:
-        sys.exit(f"error: {e}\nPass --helpfull to see all flags.")
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        fail(f"error: {lines[-1] if lines else e} (pass --helpfull to see all flags)")
     except (KeyError, AttributeError) as e:
         name = re.sub(r"[\"']", "", str(e))
         field = next((a for a in argv if a.startswith("--config.") and name in a), "--config.?")
-        sys.exit(
+        fail(
             f"error: unknown config field {name!r} in {field.split('=')[0]}; "
             "see the config file for the fields it has"
         )
+    flag = flags.FLAGS["config"] if "config" in flags.FLAGS else None
+    if flag is not None and is_config_flag(flag):
+        try:
+            flag.value  # noqa: B018 (a config file that cannot be read fails when first read)
+        except OSError as e:
+            reason = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1]
+            fail(f"error: --config={flag.config_filename}: cannot load it ({reason})")
+    return rest
 
 
-def quiet_library_logs() -> None:
-    """Keeps orbax's per-operation INFO lines off the console (warnings still show)."""
-    logging.set_verbosity(logging.WARNING)
+def require(*names: str) -> None:
+    """An `Error` naming the first of the flags `names` that was not given."""
+    for name in names:
+        if flags.FLAGS[name].value in (None, ""):
+            raise Error(f"--{name} is required (see --help)")
+
+
+def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
+    """`app.run(main)` with the project's flag parser; an `Error` from `main` is one line on
+    stderr and exit status 2. Library INFO logs (orbax's, per operation) stay off the console."""
+
+    def wrapped(args):
+        logging.set_verbosity(logging.WARNING)
+        try:
+            return main(args)
+        except Error as e:
+            fail(error_line(e))
+
+    app.run(wrapped, argv=argv, flags_parser=parse_flags)
 
 
 def enable_compilation_cache(directory: str) -> None:
     """Persistent XLA compilation cache in `directory` ("" = off): a restarted or repeated job
     loads its compiled steps instead of compiling them again."""
+    import jax
+
     if not directory:
         return
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
@@ -39,11 +87,18 @@ def enable_compilation_cache(directory: str) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def define_distributed_flags() -> None:
-    """--coordinator_address / --num_processes / --process_id (defaults from
+def define_job_flags() -> None:
+    """The flags of a job that runs the model (train, evaluate): the compilation cache and the
+    distributed job (--coordinator_address / --num_processes / --process_id, defaults from
     $INFINI_JAX_COORDINATOR, $INFINI_JAX_NUM_PROCESSES, $INFINI_JAX_PROCESS_ID, which
-    `launch/local.sh` sets) and --distributed (auto-detect a SLURM, TPU pod, GKE or MPI job)."""
+    `launch/local.sh` sets; --distributed auto-detects a SLURM, TPU pod, GKE or MPI job)."""
     env = os.environ.get
+    flags.DEFINE_string(
+        "compilation_cache_dir",
+        env("INFINI_JAX_COMPILATION_CACHE", "~/.cache/infini_jax/xla"),
+        "Persistent compilation cache directory ('' = off; default from "
+        "$INFINI_JAX_COMPILATION_CACHE).",
+    )
     flags.DEFINE_string(
         "coordinator_address", env("INFINI_JAX_COORDINATOR"), "host:port of process 0."
     )
@@ -64,28 +119,22 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
-def init_distributed() -> None:
-    """Joins the multi-process job described by the distributed flags, if any.
+def start_job() -> None:
+    """Enables the compilation cache and joins the multi-process job the flags describe.
 
     One process per host (or per GPU): every process runs the same program, feeds its share
     of the global batch, and JAX's collectives join them. CPU processes use gloo collectives.
     """
+    import jax
+
     f = flags.FLAGS
+    enable_compilation_cache(f.compilation_cache_dir)
     if not (f.coordinator_address or f.distributed):
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if f.coordinator_address:
         if f.num_processes is None or f.process_id is None:
-            sys.exit("error: --coordinator_address needs --num_processes and --process_id too")
+            raise Error("--coordinator_address needs --num_processes and --process_id too")
         jax.distributed.initialize(f.coordinator_address, f.num_processes, f.process_id)
     else:
         jax.distributed.initialize()
-
-
-def define_compilation_cache_flag() -> None:
-    flags.DEFINE_string(
-        "compilation_cache_dir",
-        os.environ.get("INFINI_JAX_COMPILATION_CACHE", "~/.cache/infini_jax/xla"),
-        "Persistent compilation cache directory ('' = off; default from "
-        "$INFINI_JAX_COMPILATION_CACHE).",
-    )

@@ -15,100 +15,100 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from infini_jax import checkpoint, sharding
-from infini_jax import model as M
-from infini_jax.cli import (
-    define_compilation_cache_flag,
-    define_distributed_flags,
-    enable_compilation_cache,
-    init_distributed,
-    parse_flags,
-    quiet_library_logs,
-)
-from infini_jax.config import ConfigError, validate
+from infini_jax import checkpoint, cli, model, sharding
+from infini_jax.config import validate
 from infini_jax.data import pipeline, sources, synthetic
-from infini_jax.data.sources import DataError
-from infini_jax.data.tokenizer import TokenizerError
+from infini_jax.data.config import DataConfig
+from infini_jax.errors import ConfigError, DataError
 from infini_jax.eval import report, tasks
 from infini_jax.eval.config import validate_eval
 from infini_jax.eval.engine import Engine
 
 
-def read_corpus(c: ml_collections.ConfigDict, encode) -> list[np.ndarray]:
+def read_corpus(config: ml_collections.ConfigDict, encode) -> list[np.ndarray]:
     """The corpus documents as token arrays, up to `corpus_max_tokens` in all."""
     docs, total = [], 0
-    for path in sources.expand(c.corpus):
-        for text in sources.read_documents(path, text_field=c.text_field):
+    for path in sources.expand(config.corpus):
+        for text in sources.read_documents(path, text_field=config.text_field):
             docs.append(np.asarray(encode(text), np.int32))
             total += len(docs[-1])
-            if total >= c.corpus_max_tokens:
+            if total >= config.corpus_max_tokens:
                 return docs
     return docs
 
 
-def _long_documents(c, encode, length: int) -> list[np.ndarray]:
+def _long_documents(config, encode, length: int) -> list[np.ndarray]:
     """`samples_per_cell` documents of `length` tokens for ppl / memory statistics."""
-    if c.corpus:
-        docs = [d[:length] for d in read_corpus(c, encode) if len(d) >= length]
+    if config.corpus:
+        docs = [d[:length] for d in read_corpus(config, encode) if len(d) >= length]
         if not docs:
             raise DataError(
-                f"config.corpus={c.corpus!r} has no document of at least {length} tokens; "
+                f"config.corpus={config.corpus!r} has no document of at least {length} tokens; "
                 "use longer documents or shorter --config.lengths"
             )
-        return docs[: c.samples_per_cell]
-    maker = synthetic.SyntheticTasks(encode, c.key_digits)
+        return docs[: config.samples_per_cell]
+    maker = synthetic.SyntheticTasks(encode, config.key_digits)
     out = []
-    for i in range(c.samples_per_cell):
-        s = tasks.sample_seed(c.seed, "long_document", length, 0, i)
+    for i in range(config.samples_per_cell):
+        s = tasks.sample_seed(config.seed, "long_document", length, 0, i)
         doc = maker.sample(np.random.default_rng(s), synthetic.TASKS[i % 2], length)
         out.append(doc.tokens)
     return out
 
 
-def evaluate(c: ml_collections.ConfigDict, checkpoint_path: str, output: str) -> dict:
+def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: str) -> dict:
     """Runs the task; returns its summary (also written to `output/summary.json`)."""
-    validate_eval(c)
-    mesh = sharding.make_mesh(c.mesh)
+    validate_eval(config)
+    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if c.batch_size % shards:
+    if config.batch_size % shards:
         raise ConfigError(
-            f"config.batch_size={c.batch_size} is not divisible by data×fsdp={shards}"
+            f"config.batch_size={config.batch_size} is not divisible by data×fsdp={shards}"
         )
 
     def shardings_fn(train_config, abstract):
-        axes = M.param_logical_axes(validate(train_config))
-        return sharding.param_shardings(axes, mesh, train_config)
+        axes = model.param_logical_axes(validate(train_config))
+        return sharding.param_shardings(axes, mesh, train_config.sharding_rules)
 
     train_config, step, params = checkpoint.load_params(checkpoint_path, shardings_fn)
-    cfg = validate(train_config)
+    model_cfg = validate(train_config)
     workdir, _ = checkpoint.resolve(checkpoint_path)
-    tok = pipeline.resolve_tokenizer(train_config.data, workdir, cfg.vocab_size, train_config.seed)
-    if c.task == "memory_stats" and cfg.attention != "infini":
-        raise ConfigError(f"memory_stats needs an infini checkpoint; this one is {cfg.attention}")
+    data_cfg = DataConfig.from_config(train_config.data)
+    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, train_config.seed)
+    if config.task == "memory_stats" and model_cfg.attention != "infini":
+        raise ConfigError(
+            f"memory_stats needs an infini checkpoint; this one is {model_cfg.attention}"
+        )
     proc0 = jax.process_index() == 0
     if proc0:
         os.makedirs(output, exist_ok=True)
-    engine_kw = dict(mesh=mesh, chunk_segments=c.chunk_segments, full_context=c.full_context)
-    engine = Engine(cfg, params, reset_memory=c.ablate_memory, **engine_kw)
-    run = {"task": c.task, "checkpoint": f"{workdir} step {step}", "attention": cfg.attention}
+    engine_kw = dict(
+        mesh=mesh, chunk_segments=config.chunk_segments, full_context=config.full_context
+    )
+    engine = Engine(model_cfg, params, reset_memory=config.ablate_memory, **engine_kw)
+    run = {
+        "task": config.task,
+        "checkpoint": f"{workdir} step {step}",
+        "attention": model_cfg.attention,
+    }
     t0 = time.perf_counter()
 
-    if c.task in ("passkey", "niah"):
+    if config.task in ("passkey", "niah"):
         kw = dict(
-            lengths=c.lengths,
-            depths=c.depths,
-            samples_per_cell=c.samples_per_cell,
-            key_digits=c.key_digits,
-            seed=c.seed,
+            lengths=config.lengths,
+            depths=config.depths,
+            samples_per_cell=config.samples_per_cell,
+            key_digits=config.key_digits,
+            seed=config.seed,
         )
         try:
-            if c.task == "passkey":
+            if config.task == "passkey":
                 samples = tasks.passkey_samples(tok.encode, **kw)
             else:
-                hay = np.concatenate(read_corpus(c, tok.encode)) if c.corpus else None
+                hay = np.concatenate(read_corpus(config, tok.encode)) if config.corpus else None
                 samples = tasks.niah_samples(tok.encode, hay, **kw)
         except ValueError as e:
             raise ConfigError(f"config.lengths: {e}") from None
@@ -117,47 +117,49 @@ def evaluate(c: ml_collections.ConfigDict, checkpoint_path: str, output: str) ->
         def progress(n):
             done[0] += n
             if proc0:
-                print(f"\r{c.task}: {done[0]}/{len(samples)} samples", end="", file=sys.stderr)
+                print(f"\r{config.task}: {done[0]}/{len(samples)} samples", end="", file=sys.stderr)
 
         records = tasks.score_retrieval(
             engine,
             samples,
             tok.decode,
-            batch_size=c.batch_size,
+            batch_size=config.batch_size,
             shards=shards,
             progress=progress,
         )
         summary = tasks.summarize_retrieval(records)
-    elif c.task == "ppl_by_position":
-        ablated = Engine(cfg, params, reset_memory=True, **engine_kw)
+    elif config.task == "ppl_by_position":
+        ablated = Engine(model_cfg, params, reset_memory=True, **engine_kw)
         records, summary = [], {"by_length": {}}
-        for length in c.lengths:
-            docs = _long_documents(c, tok.encode, length)
-            nll, count = tasks.nll_by_segment(engine, docs, batch_size=c.batch_size, shards=shards)
+        for length in config.lengths:
+            docs = _long_documents(config, tok.encode, length)
+            nll, count = tasks.nll_by_segment(
+                engine, docs, batch_size=config.batch_size, shards=shards
+            )
             per = {"memory": nll / np.maximum(count, 1)}
-            if cfg.attention == "infini":
+            if model_cfg.attention == "infini":
                 nll0, _ = tasks.nll_by_segment(
-                    ablated, docs, batch_size=c.batch_size, shards=shards
+                    ablated, docs, batch_size=config.batch_size, shards=shards
                 )
                 per["no_memory"] = nll0 / np.maximum(count, 1)
             for i in range(len(count)):
-                rec = {"task": c.task, "length": length, "segment": i, "tokens": int(count[i])}
+                rec = {"task": config.task, "length": length, "segment": i, "tokens": int(count[i])}
                 records.append(rec | {f"nll_{k}": float(v[i]) for k, v in per.items()})
             summary["by_length"][str(length)] = {
                 f"nll_{k}": float(np.sum(v * count) / count.sum()) for k, v in per.items()
             } | {f"nll_{k}_by_segment": [float(x) for x in v] for k, v in per.items()}
     else:  # memory_stats
-        records, summary = report.gate_records(cfg, params), {"by_length": {}}
-        engine = Engine(cfg, params, memory_stats=True, **engine_kw)
-        for length in c.lengths:
-            docs = _long_documents(c, tok.encode, length)
-            growth = tasks.memory_growth(engine, docs, batch_size=c.batch_size, shards=shards)
+        records, summary = report.gate_records(model_cfg, params), {"by_length": {}}
+        engine = Engine(model_cfg, params, memory_stats=True, **engine_kw)
+        for length in config.lengths:
+            docs = _long_documents(config, tok.encode, length)
+            growth = tasks.memory_growth(engine, docs, batch_size=config.batch_size, shards=shards)
             pairs = zip(growth["memory_norm"], growth["memory_z"], strict=True)
             for i, (norm, z) in enumerate(pairs):
-                for layer in range(cfg.num_layers):
+                for layer in range(model_cfg.num_layers):
                     records.append(
                         {
-                            "task": c.task,
+                            "task": config.task,
                             "kind": "memory",
                             "length": length,
                             "segment": i,
@@ -169,38 +171,28 @@ def evaluate(c: ml_collections.ConfigDict, checkpoint_path: str, output: str) ->
             summary["by_length"][str(length)] = {k: v.tolist() for k, v in growth.items()}
         summary |= report.gate_summary(records)
 
-    summary["run"] = run | {"seconds": time.perf_counter() - t0, "config": c.to_dict()}
+    summary["run"] = run | {"seconds": time.perf_counter() - t0, "config": config.to_dict()}
     if proc0:
         print(file=sys.stderr)
-        report.write(output, c, cfg, records, summary)
-        print(report.table(c.task, summary))
+        report.write(output, config, model_cfg, records, summary)
+        print(report.table(config.task, summary))
         print(f"wrote {output}/results.jsonl, summary.json, report.md")
     return summary
 
 
-def _define_flags() -> None:
-    """Command-line flags (defined only when run as a program, so importing is free)."""
+def main(argv: list[str] | None = None) -> None:
     config_flags.DEFINE_config_file("config", None, "Eval config file[:preset].")
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP to evaluate.")
     flags.DEFINE_string("output", None, "Directory for results, plots and the report.")
-    define_compilation_cache_flag()
-    define_distributed_flags()
+    cli.define_job_flags()
 
-
-def main(argv):
-    del argv
-    quiet_library_logs()
-    enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
-    init_distributed()
-    for name in ("config", "checkpoint", "output"):
-        if not flags.FLAGS[name].value:
-            sys.exit(f"error: --{name} is required (see python -m infini_jax.evaluate --help)")
-    try:
+    def run(_):
+        cli.require("config", "checkpoint", "output")
+        cli.start_job()
         evaluate(flags.FLAGS.config, flags.FLAGS.checkpoint, flags.FLAGS.output)
-    except (ConfigError, DataError, TokenizerError) as e:
-        sys.exit(f"error: {e}")
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    main()

@@ -12,25 +12,25 @@ Convention (PaLM, appendix B): matmul FLOPs only, 2 per multiply-add, backward =
 from infini_jax.model_config import ModelConfig
 
 
-def param_count(cfg: ModelConfig) -> int:
+def param_count(model_cfg: ModelConfig) -> int:
     """Parameters of the model, from its shape alone (equals `model.count_params`)."""
-    d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    per_layer = d * hd * (2 * h + 2 * k) + 3 * d * cfg.mlp_dim + 2 * d
-    if cfg.attention == "infini":
+    d, h, k, hd = model_cfg.d_model, model_cfg.num_heads, model_cfg.num_kv_heads, model_cfg.head_dim
+    per_layer = d * hd * (2 * h + 2 * k) + 3 * d * model_cfg.mlp_dim + 2 * d
+    if model_cfg.attention == "infini":
         per_layer += h
-    embed = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
-    return cfg.num_layers * per_layer + embed + d
+    embed = model_cfg.vocab_size * d * (1 if model_cfg.tie_embeddings else 2)
+    return model_cfg.num_layers * per_layer + embed + d
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward) under the convention above."""
-    weights = param_count(cfg) - cfg.vocab_size * cfg.d_model
-    if cfg.tie_embeddings:  # the tied table is also the output matmul
-        weights += cfg.vocab_size * cfg.d_model
-    window = seq_len if cfg.attention == "full" else cfg.segment_len
-    attention = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * window
+    weights = param_count(model_cfg) - model_cfg.vocab_size * model_cfg.d_model
+    if model_cfg.tie_embeddings:  # the tied table is also the output matmul
+        weights += model_cfg.vocab_size * model_cfg.d_model
+    window = seq_len if model_cfg.attention == "full" else model_cfg.segment_len
+    attention = 12 * model_cfg.num_layers * model_cfg.num_heads * model_cfg.head_dim * window
     memory = 0
-    if cfg.attention == "infini":
-        writes = cfg.num_kv_heads * (2 if cfg.memory_update == "delta" else 1)
-        memory = 6 * cfg.num_layers * cfg.head_dim**2 * (cfg.num_heads + writes)
+    if model_cfg.attention == "infini":
+        writes = model_cfg.num_kv_heads * (2 if model_cfg.memory_update == "delta" else 1)
+        memory = 6 * model_cfg.num_layers * model_cfg.head_dim**2 * (model_cfg.num_heads + writes)
     return 6.0 * weights + attention + memory

@@ -10,20 +10,18 @@ inside the current segment, written into the memory when the segment is full. Gr
 """
 
 import functools
-import sys
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from infini_jax import checkpoint
-from infini_jax import model as M
-from infini_jax.cli import parse_flags, quiet_library_logs
-from infini_jax.config import ConfigError, validate
+from infini_jax import checkpoint, cli, model
+from infini_jax.config import validate
 from infini_jax.data import pipeline
-from infini_jax.data.tokenizer import TokenizerError
+from infini_jax.data.config import DataConfig
+from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
 from infini_jax.model_config import ModelConfig
 
@@ -46,13 +44,13 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_p: f
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6, 7), donate_argnums=(2, 3))
-def _step(cfg, params, memory, cache, token, key, temperature, top_p):
-    logits, memory, cache = M.decode_step(cfg, params, token, memory, cache)
+def _step(model_cfg, params, memory, cache, token, key, temperature, top_p):
+    logits, memory, cache = model.decode_step(model_cfg, params, token, memory, cache)
     return sample_token(logits, key, temperature, top_p), logits, memory, cache
 
 
 def generate(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params,
     prompt: np.ndarray,
     *,
@@ -73,21 +71,21 @@ def generate(
         raise ValueError("generate needs a prompt of at least 1 token and max_new_tokens >= 1")
     memory = None
     start = 0
-    if cfg.attention != "full":
+    if model_cfg.attention != "full":
         # Whole segments before the last prompt token: streamed (local needs nothing from them).
-        start = (p - 1) // cfg.segment_len * cfg.segment_len
-        if cfg.attention == "infini":
+        start = (p - 1) // model_cfg.segment_len * model_cfg.segment_len
+        if model_cfg.attention == "infini":
             memory = (
-                Engine(cfg, params).memory_after(prompt[:, :start])
+                Engine(model_cfg, params).memory_after(prompt[:, :start])
                 if start
-                else M.init_memory(cfg, b)
+                else model.init_memory(model_cfg, b)
             )
-    cache = M.init_cache(cfg, b, p + max_new_tokens)
+    cache = model.init_cache(model_cfg, b, p + max_new_tokens)
     key = jax.random.fold_in(jax.random.key(seed), 0)  # draws the first new token
     token = None
     for t in range(start, p):  # the rest of the prompt, one token at a time
         token, _, memory, cache = _step(
-            cfg, params, memory, cache, jnp.asarray(prompt[:, t]), key, temperature, top_p
+            model_cfg, params, memory, cache, jnp.asarray(prompt[:, t]), key, temperature, top_p
         )
     out = []
     for i in range(max_new_tokens):
@@ -97,13 +95,12 @@ def generate(
         if i + 1 < max_new_tokens:
             key = jax.random.fold_in(jax.random.key(seed), i + 1)
             token, _, memory, cache = _step(
-                cfg, params, memory, cache, token, key, temperature, top_p
+                model_cfg, params, memory, cache, token, key, temperature, top_p
             )
     return np.stack(out, axis=1)
 
 
-def _define_flags() -> None:
-    """Command-line flags (defined only when run as a program, so importing is free)."""
+def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("prompt", "", "Prompt text.")
     flags.DEFINE_string("prompt_file", None, "Read the prompt from this file.")
@@ -112,25 +109,25 @@ def _define_flags() -> None:
     flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
-
-def main(argv):
-    del argv
-    quiet_library_logs()
-    if not flags.FLAGS.checkpoint:
-        sys.exit("error: --checkpoint is required")
-    try:
-        config, _, params = checkpoint.load_params(flags.FLAGS.checkpoint)
-        cfg = validate(config)
-        workdir, _ = checkpoint.resolve(flags.FLAGS.checkpoint)
-        tok = pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
-        if flags.FLAGS.prompt_file:
-            with open(flags.FLAGS.prompt_file, encoding="utf-8") as f:
-                text = f.read()
+    def run(_):
+        f = flags.FLAGS
+        cli.require("checkpoint")
+        config, _, params = checkpoint.load_params(f.checkpoint)
+        model_cfg = validate(config)
+        workdir, _ = checkpoint.resolve(f.checkpoint)
+        data_cfg = DataConfig.from_config(config.data)
+        tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
+        if f.prompt_file:
+            try:
+                with open(f.prompt_file, encoding="utf-8") as file:
+                    text = file.read()
+            except OSError as e:
+                raise Error(f"--prompt_file={f.prompt_file}: {e.strerror}") from None
         else:
-            text = flags.FLAGS.prompt
+            text = f.prompt
         ids = tok.encode(text)
         if not ids:
-            sys.exit("error: the prompt is empty; pass --prompt or --prompt_file")
+            raise Error("the prompt is empty; pass --prompt or --prompt_file")
         produced: list[int] = []
         shown = [""]
 
@@ -141,20 +138,19 @@ def main(argv):
             shown[0] = text
 
         generate(
-            cfg,
+            model_cfg,
             params,
             np.asarray([ids]),
-            max_new_tokens=flags.FLAGS.max_new_tokens,
-            seed=flags.FLAGS.seed,
-            temperature=flags.FLAGS.temperature,
-            top_p=flags.FLAGS.top_p,
+            max_new_tokens=f.max_new_tokens,
+            seed=f.seed,
+            temperature=f.temperature,
+            top_p=f.top_p,
             on_token=show,
         )
         print()
-    except (ConfigError, TokenizerError, OSError) as e:
-        sys.exit(f"error: {e}")
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=parse_flags)
+    main()

@@ -31,14 +31,14 @@ class RMSNorm(nn.Module):
         return (xf * scale).astype(self.dtype)
 
 
-def _dense(cfg: ModelConfig, features, axes, name, axis=-1):
+def _dense(model_cfg: ModelConfig, features, axes, name, axis=-1):
     return nn.DenseGeneral(
         features,
         axis=axis,
         use_bias=False,
-        dtype=cfg.compute_dtype,
+        dtype=model_cfg.compute_dtype,
         param_dtype=jnp.float32,
-        kernel_init=partitioned(nn.initializers.normal(cfg.init_std), axes),
+        kernel_init=partitioned(nn.initializers.normal(model_cfg.init_std), axes),
         name=name,
     )
 
@@ -46,12 +46,12 @@ def _dense(cfg: ModelConfig, features, axes, name, axis=-1):
 class MLP(nn.Module):
     """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
-    cfg: ModelConfig
+    model_cfg: ModelConfig
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `[batch, seq, d_model]` → `[batch, seq, d_model]`."""
-        c = self.cfg
+        c = self.model_cfg
         gate = _dense(c, c.mlp_dim, ("embed", "mlp"), "gate")(x)
         up = _dense(c, c.mlp_dim, ("embed", "mlp"), "up")(x)
         return _dense(c, c.d_model, ("mlp", "embed"), "down")(nn.silu(gate) * up)
@@ -60,7 +60,7 @@ class MLP(nn.Module):
 class Attention(nn.Module):
     """Multi-head / grouped-query attention of one segment: "full", "local" or "infini"."""
 
-    cfg: ModelConfig
+    model_cfg: ModelConfig
 
     @nn.compact
     def __call__(
@@ -83,7 +83,7 @@ class Attention(nn.Module):
         Returns:
           `(y [batch, n, d_model], memory after the segment or None, cache or None)`.
         """
-        c = self.cfg
+        c = self.model_cfg
         q = _dense(c, (c.num_heads, c.head_dim), ("embed", "heads", "head_dim"), "query")(x)
         k = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "key")(x)
         v = _dense(c, (c.num_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), "value")(x)
@@ -95,20 +95,16 @@ class Attention(nn.Module):
                 (c.num_heads,),
                 jnp.float32,
             )
-        infini = dict(
-            update=c.memory_update,
-            gate=c.gate,
-            rope_theta=c.rope_theta,
-            empty_memory=c.empty_memory,
-        )
         if cache is not None and balance is not None:
-            out, memory, cache = ops.infini_decode(q, k, v, balance, memory, cache, **infini)
+            out, memory, cache = ops.infini_decode(
+                q, k, v, balance, memory, cache, c.infini_options
+            )
         elif cache is not None:
             wrap = c.attention == "local"
             out, cache = ops.local_decode(q, k, v, cache, rope_theta=c.rope_theta, wrap=wrap)
         elif balance is not None:
             out, memory = ops.infini_segment(
-                q, k, v, balance, memory, mask=mask, segment_ids=segment_ids, **infini
+                q, k, v, balance, memory, c.infini_options, mask=mask, segment_ids=segment_ids
             )
         else:
             out = ops.local_attention(
@@ -121,14 +117,14 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    cfg: ModelConfig
+    model_cfg: ModelConfig
 
     @nn.compact
     def __call__(self, x, state, mask, segment_ids):
         """x: `[batch, n, d_model]`; state: this layer's `(memory, cache)`.
 
         Returns `(x, (memory, cache))`."""
-        c = self.cfg
+        c = self.model_cfg
         memory, cache = state
         h, memory, cache = Attention(c, name="attention")(
             RMSNorm(c.norm_eps, c.compute_dtype, name="attention_norm")(x),
@@ -149,7 +145,7 @@ class Transformer(nn.Module):
     time does not grow with depth. The loop over segments lives in `infini_jax.model`.
     """
 
-    cfg: ModelConfig
+    model_cfg: ModelConfig
 
     @nn.compact
     def __call__(
@@ -164,10 +160,10 @@ class Transformer(nn.Module):
         mask `[batch, n]` bool; segment_ids `[batch, n]` int; cache: stacked `[layers, ...]` KV
         caches for generating one token (`n = 1`), else None.
 
-        Returns: `(logits [batch, n, vocab] float32, memory after the segment)`, and with a
-        cache `(logits, memory, cache)`.
+        Returns: `(logits [batch, n, vocab] float32, memory after the segment, cache after
+        the token or None)`.
         """
-        c = self.cfg
+        c = self.model_cfg
         if mask is None:
             mask = jnp.ones(tokens.shape, bool)
         if segment_ids is None:
@@ -196,6 +192,4 @@ class Transformer(nn.Module):
             logits = embed.attend(x)
         else:
             logits = _dense(c, c.vocab_size, ("embed", "vocab"), "unembed")(x)
-        if cache is None:
-            return logits.astype(jnp.float32), memory
         return logits.astype(jnp.float32), memory, new_cache

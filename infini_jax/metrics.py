@@ -8,19 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Dense bf16 datasheet peaks per chip, FLOP/s, by `device_kind` prefix.
-DATASHEET_PEAKS = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,
-    "TPU v6e": 918e12,
-    "NVIDIA A100": 312e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-}
+from infini_jax.accelerators import datasheet_flops
 
 
 def measured_matmul_flops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
@@ -41,9 +29,9 @@ def measured_matmul_flops(n: int = 1024, repeats: int = 5, dtype: str = "float32
 def peak_flops() -> tuple[float, str]:
     """Per-device peak: the datasheet for known accelerators, else a matmul measured now."""
     kind = jax.devices()[0].device_kind
-    for prefix, peak in DATASHEET_PEAKS.items():
-        if kind.startswith(prefix):
-            return peak, f"datasheet {prefix}"
+    peak = datasheet_flops(kind)
+    if peak is not None:
+        return peak, f"datasheet {kind}"
     return measured_matmul_flops(), f"measured f32 matmul on {kind}"
 
 

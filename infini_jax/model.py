@@ -4,7 +4,7 @@
 `sequence_loss` run a whole sequence as a `jax.lax.scan` of that same step over segments,
 carrying every layer's memory, with the scan body rematerialised (`jax.checkpoint`), so
 activation memory is O(segment), not O(sequence). Training, evaluation and generation all use
-`segment_step`.
+`segment_step`, through the one segment loop `scan_segments`.
 """
 
 from collections.abc import Callable
@@ -27,38 +27,42 @@ _POLICIES = {
 }
 
 
-def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
+def init_params(model_cfg: ModelConfig, rng: jax.Array) -> Params:
     """float32 parameters from an explicit key (layer parameters stacked on axis 0)."""
-    return nn.unbox(_init_boxed(cfg, rng))
+    return nn.unbox(_init_boxed(model_cfg, rng))
 
 
-def param_logical_axes(cfg: ModelConfig) -> Params:
+def param_logical_axes(model_cfg: ModelConfig) -> Params:
     """A tree of `PartitionSpec`s of logical axis names, shaped like `init_params`' result."""
-    boxed = jax.eval_shape(lambda: _init_boxed(cfg, jax.random.key(0)))
+    boxed = jax.eval_shape(lambda: _init_boxed(model_cfg, jax.random.key(0)))
     return nn.get_partition_spec(boxed)
 
 
-def _init_boxed(cfg, rng):
-    n = cfg.segment_len if cfg.attention != "full" else 1
+def _init_boxed(model_cfg, rng):
+    n = model_cfg.segment_len if model_cfg.attention != "full" else 1
     tokens = jnp.zeros((1, n), jnp.int32)
-    return Transformer(cfg).init(rng, tokens, init_memory(cfg, 1))["params"]
+    return Transformer(model_cfg).init(rng, tokens, init_memory(model_cfg, 1))["params"]
 
 
 def count_params(params: Params) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(params))
 
 
-def init_memory(cfg: ModelConfig, batch: int) -> ops.Memory | None:
+def init_memory(model_cfg: ModelConfig, batch: int) -> ops.Memory | None:
     """Empty memory of every layer, stacked: m `[layers, batch, kv_heads, d, d]`, z
     `[layers, batch, kv_heads, d]`, doc `[layers, batch]`; None unless attention is "infini"."""
-    if cfg.attention != "infini":
+    if model_cfg.attention != "infini":
         return None
-    mem = ops.init_memory(batch, cfg.num_kv_heads, cfg.head_dim)
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.num_layers, *x.shape)), mem)
+    return _per_layer(model_cfg, ops.init_memory(batch, model_cfg.num_kv_heads, model_cfg.head_dim))
+
+
+def _per_layer(model_cfg: ModelConfig, tree):
+    """One copy of `tree` per layer, stacked on a leading `[layers]` axis (as `nn.scan` wants)."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (model_cfg.num_layers, *x.shape)), tree)
 
 
 def segment_step(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params: Params,
     tokens: jax.Array,
     memory: ops.Memory | None,
@@ -69,19 +73,22 @@ def segment_step(
 
     RoPE positions start at 0 in the segment. `memory` is `init_memory`-shaped (or None).
     """
-    return Transformer(cfg).apply({"params": params}, tokens, memory, mask, segment_ids)
+    logits, memory, _ = Transformer(model_cfg).apply(
+        {"params": params}, tokens, memory, mask, segment_ids
+    )
+    return logits, memory
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
+def init_cache(model_cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
     """Empty KV caches of every layer, stacked on a leading `[layers]` axis: one segment's
     slots for "infini"/"local", `max_len` (prompt + new tokens) for "full"."""
-    window = max_len if cfg.attention == "full" else cfg.segment_len
-    cache = ops.init_cache(batch, window, cfg.num_kv_heads, cfg.head_dim, cfg.compute_dtype)
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (cfg.num_layers, *x.shape)), cache)
+    window = max_len if model_cfg.attention == "full" else model_cfg.segment_len
+    c = model_cfg
+    return _per_layer(c, ops.init_cache(batch, window, c.num_kv_heads, c.head_dim, c.compute_dtype))
 
 
 def decode_step(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params: Params,
     token: jax.Array,
     memory: ops.Memory | None,
@@ -92,67 +99,79 @@ def decode_step(
     Equals `segment_step` on the segment so far at its last position; when the token completes a
     segment, the memory takes it in and the cache starts over (infini / local).
     """
-    logits, memory, cache = Transformer(cfg).apply(
+    logits, memory, cache = Transformer(model_cfg).apply(
         {"params": params}, token[:, None], memory, cache=cache
     )
     return logits[:, 0], memory, cache
 
 
-def window_len(cfg: ModelConfig, seq_len: int) -> int:
-    """Tokens per scan step: the whole sequence for "full", else `segment_len`."""
-    if cfg.attention == "full":
-        return seq_len
-    if seq_len % cfg.segment_len:
-        raise ValueError(
-            f"sequence length {seq_len} is not a multiple of model.segment_len={cfg.segment_len}"
-        )
-    return cfg.segment_len
+def token_logprob(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log p(target) under `logits` `[..., vocab]` (float32): `[...]`. The one NLL formula."""
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - logz
 
 
 def scan_segments(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params: Params,
-    per_segment: Callable[[jax.Array, dict], Any],
+    per_segment: Callable[[jax.Array, dict, ops.Memory | None], Any],
     tokens: jax.Array,
     extras: dict[str, jax.Array],
     memory: ops.Memory | None = None,
+    *,
+    reset_memory: bool = False,
 ) -> tuple[Any, ops.Memory | None]:
-    """`jax.lax.scan` of `segment_step` over the segments of `tokens` `[batch, seq]`.
+    """The segment loop: a `jax.lax.scan` of `segment_step` over the segments of `tokens`.
 
-    `extras` are `[batch, seq, ...]` arrays split like the tokens (keys "mask" and "segment_ids"
-    go to the model). `per_segment(logits, extras_of_segment)` maps each segment's logits to
-    what is kept (stacked on a leading segment axis), so a loss never holds more than one
-    segment's logits. Gradients flow through the memory across all segments unless
-    `cfg.bptt_segments = k > 0`, which stops them at every k-th segment boundary.
+    Training, validation, evaluation and generation's prompt all run through it.
+
+    Args:
+      tokens: `[batch, seq]` int; `seq` a multiple of the window (`model_cfg.window_len`).
+      extras: `[batch, seq, ...]` arrays split like the tokens; keys "mask" and "segment_ids"
+        go to the model.
+      per_segment: `(logits [batch, n, vocab], extras of the segment, memory after it)` → what
+        is kept, stacked on a leading segment axis; a loss never holds more than one segment's
+        logits.
+      memory: the state to start from (None = empty).
+      reset_memory: every segment starts from an empty memory (the memory-read ablation).
+
+    Returns:
+      `(stacked per_segment outputs, memory after the last segment)`. Gradients flow through
+      the memory across all segments unless `model_cfg.bptt_segments = k > 0`, which stops them at
+      every k-th segment boundary. The body is rematerialised per `model_cfg.remat_policy`.
     """
     b, t = tokens.shape
-    n = window_len(cfg, t)
-    s = t // n
+    n = model_cfg.window_len(t)
     if memory is None:
-        memory = init_memory(cfg, b)
-
-    def split(x):
-        return jnp.swapaxes(x.reshape(b, s, n, *x.shape[2:]), 0, 1)
+        memory = init_memory(model_cfg, b)
 
     def body(mem, xs):
         index, seg_tokens, seg_extras = xs
-        if cfg.bptt_segments > 0:
-            cut = (index > 0) & (index % cfg.bptt_segments == 0)
+        if reset_memory:
+            mem = init_memory(model_cfg, b)
+        elif model_cfg.bptt_segments > 0:
+            cut = (index > 0) & (index % model_cfg.bptt_segments == 0)
             mem = jax.tree.map(lambda x: jnp.where(cut, jax.lax.stop_gradient(x), x), mem)
         logits, mem = segment_step(
-            cfg, params, seg_tokens, mem, seg_extras.get("mask"), seg_extras.get("segment_ids")
+            model_cfg,
+            params,
+            seg_tokens,
+            mem,
+            seg_extras.get("mask"),
+            seg_extras.get("segment_ids"),
         )
-        return mem, per_segment(logits, seg_extras)
+        return mem, per_segment(logits, seg_extras, mem)
 
-    if cfg.remat_policy != "none":
-        body = jax.checkpoint(body, policy=_POLICIES[cfg.remat_policy], prevent_cse=False)
-    xs = (jnp.arange(s), split(tokens), {key: split(x) for key, x in extras.items()})
+    if model_cfg.remat_policy != "none":
+        body = jax.checkpoint(body, policy=_POLICIES[model_cfg.remat_policy], prevent_cse=False)
+    split = {key: ops.split_segments(x, n) for key, x in extras.items()}
+    xs = (jnp.arange(t // n), ops.split_segments(tokens, n), split)
     memory, outs = jax.lax.scan(body, memory, xs)
     return outs, memory
 
 
 def sequence_logits(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params: Params,
     tokens: jax.Array,
     *,
@@ -162,13 +181,12 @@ def sequence_logits(
 ) -> tuple[jax.Array, ops.Memory | None]:
     """Logits `[batch, seq, vocab]` of a whole sequence (for tests and short evaluations)."""
     extras = {k: x for k, x in (("mask", mask), ("segment_ids", segment_ids)) if x is not None}
-    logits, memory = scan_segments(cfg, params, lambda lg, _: lg, tokens, extras, memory)
-    b, t = tokens.shape
-    return jnp.swapaxes(logits, 0, 1).reshape(b, t, -1), memory
+    logits, memory = scan_segments(model_cfg, params, lambda lg, *_: lg, tokens, extras, memory)
+    return ops.merge_segments(logits), memory
 
 
 def sequence_loss(
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     params: Params,
     tokens: jax.Array,
     targets: jax.Array,
@@ -194,10 +212,9 @@ def sequence_loss(
         {k: x for k, x in (("mask", mask), ("segment_ids", segment_ids)) if x is not None}
     )
 
-    def per_segment(logits, ex):
-        logz = jax.nn.logsumexp(logits, axis=-1)
-        gold = jnp.take_along_axis(logits, ex["targets"][..., None], axis=-1)[..., 0]
-        return jnp.sum((logz - gold) * ex["weights"]), jnp.sum(ex["weights"])
+    def per_segment(logits, ex, _):
+        nll = -token_logprob(logits, ex["targets"])
+        return jnp.sum(nll * ex["weights"]), jnp.sum(ex["weights"])
 
-    (nll, count), memory = scan_segments(cfg, params, per_segment, tokens, extras, memory)
+    (nll, count), memory = scan_segments(model_cfg, params, per_segment, tokens, extras, memory)
     return nll, count, memory

@@ -1,12 +1,15 @@
 """The model's hyper-parameters as a frozen, hashable dataclass (built from `config.model`).
 
-The meaning of every field is documented next to it in `configs/*.py` and in docs/config.md.
+The meaning of every field is documented next to its default in `infini_jax/config.py`
+(`base_config`) and in docs/config.md. The checks of the model's fields live here.
 """
 
 import dataclasses
 
 import jax.numpy as jnp
-import ml_collections
+
+from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int
+from infini_jax.ops import EMPTY_MEMORY_MODES, GATES, UPDATE_RULES, InfiniOptions
 
 ATTENTION_KINDS = ("full", "local", "infini")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -14,7 +17,9 @@ DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Section):
+    PREFIX = "model"
+
     vocab_size: int
     num_layers: int
     d_model: int
@@ -44,12 +49,49 @@ class ModelConfig:
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
 
-    @classmethod
-    def from_config(cls, model: ml_collections.ConfigDict) -> "ModelConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = model.to_dict()
-        unknown = sorted(set(values) - fields)
-        missing = sorted(fields - set(values))
-        if unknown or missing:
-            raise ValueError(f"config.model: unknown fields {unknown}, missing fields {missing}")
-        return cls(**values)
+    @property
+    def infini_options(self) -> InfiniOptions:
+        """The options of the Infini-attention op, carried together."""
+        return InfiniOptions(self.memory_update, self.gate, self.empty_memory, self.rope_theta)
+
+    def window_len(self, seq_len: int) -> int:
+        """Tokens per scan step: the whole sequence for "full", else `segment_len`."""
+        if self.attention == "full":
+            return seq_len
+        if seq_len % self.segment_len:
+            raise ValueError(
+                f"sequence length {seq_len} is not a multiple of model.segment_len="
+                f"{self.segment_len}"
+            )
+        return self.segment_len
+
+    def check(self) -> None:
+        shape = ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim")
+        check_positive_ints({k: getattr(self, k) for k in (*shape, "segment_len")}, "model.")
+        check(
+            self.d_model % self.num_heads == 0,
+            f"config.model.num_heads={self.num_heads} does not divide config.model.d_model="
+            f"{self.d_model}; choose them so that head_dim = d_model / num_heads is an integer",
+        )
+        check(
+            self.head_dim % 2 == 0,
+            f"config.model: head_dim = d_model / num_heads = {self.head_dim} must be even (RoPE)",
+        )
+        check(
+            self.num_heads % self.num_kv_heads == 0,
+            f"config.model.num_kv_heads={self.num_kv_heads} does not divide config.model."
+            f"num_heads={self.num_heads} (grouped-query attention needs whole groups)",
+        )
+        check_choice(self.attention, ATTENTION_KINDS, "model.attention")
+        check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
+        check_choice(self.gate, GATES, "model.gate")
+        check_choice(self.empty_memory, EMPTY_MEMORY_MODES, "model.empty_memory")
+        check_choice(self.remat_policy, REMAT_POLICIES, "model.remat_policy")
+        check_choice(self.dtype, DTYPES, "model.dtype")
+        for name in ("init_std", "norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            check(value > 0, f"config.model.{name}={value!r} must be > 0")
+        check(
+            is_int(self.bptt_segments) and self.bptt_segments >= 0,
+            f"config.model.bptt_segments={self.bptt_segments!r} must be 0 (full) or a positive k",
+        )

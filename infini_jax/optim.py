@@ -7,22 +7,69 @@ the schedule shape: linear warmup to the group's peak, cosine decay to peak ×
 (end_learning_rate / learning_rate). Gradients are clipped by global norm over all groups.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
-import ml_collections
 import optax
+
+from infini_jax.errors import Section, check, check_positive_ints, is_int
 
 GROUPS = ("decay", "no_decay", "balance")
 
 
-def schedule(peak: float, o: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig(Section):
+    """`config.optimizer`; every field is documented in `infini_jax/config.py`."""
+
+    PREFIX = "optimizer"
+
+    learning_rate: float
+    end_learning_rate: float
+    warmup_steps: int
+    b1: float
+    b2: float
+    eps: float
+    weight_decay: float
+    clip_norm: float
+    gate_learning_rate: float
+    gate_weight_decay: float
+    no_weight_decay: str
+    micro_batches: int
+    max_nonfinite_steps: int
+
+    def check(self) -> None:
+        for name in (
+            "learning_rate",
+            "end_learning_rate",
+            "gate_learning_rate",
+            "weight_decay",
+            "gate_weight_decay",
+            "eps",
+        ):
+            value = getattr(self, name)
+            check(value >= 0, f"config.optimizer.{name}={value!r} must be >= 0")
+        check(
+            is_int(self.warmup_steps) and self.warmup_steps >= 0,
+            f"config.optimizer.warmup_steps={self.warmup_steps!r} must be an integer >= 0",
+        )
+        for name in ("b1", "b2"):
+            value = getattr(self, name)
+            check(0 <= value < 1, f"config.optimizer.{name}={value!r} must be in [0, 1)")
+        check(self.clip_norm > 0, f"config.optimizer.clip_norm={self.clip_norm!r} must be > 0")
+        check_positive_ints(
+            {"micro_batches": self.micro_batches, "max_nonfinite_steps": self.max_nonfinite_steps},
+            "optimizer.",
+        )
+
+
+def schedule(peak: float, o: OptimizerConfig, total_steps: int) -> optax.Schedule:
     end = peak * (o.end_learning_rate / o.learning_rate) if o.learning_rate > 0 else 0.0
     warmup = min(o.warmup_steps, max(total_steps - 1, 0))
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1), end)
 
 
-def param_groups(params, o: ml_collections.ConfigDict):
+def param_groups(params, o: OptimizerConfig):
     """A tree like `params` of group names."""
     patterns = [p for p in o.no_weight_decay.split(",") if p]
 
@@ -36,7 +83,7 @@ def param_groups(params, o: ml_collections.ConfigDict):
 
 
 def make_optimizer(
-    o: ml_collections.ConfigDict, total_steps: int
+    o: OptimizerConfig, total_steps: int
 ) -> tuple[optax.GradientTransformation, dict[str, Callable]]:
     """Returns `(tx, schedules)`; `schedules["lr"]`, `schedules["gate_lr"]` map step → LR."""
     lr = schedule(o.learning_rate, o, total_steps)

@@ -13,19 +13,10 @@ are an estimate of a TPU/GPU compile's (fusion and layouts differ), so the fit t
 import json
 import math
 import os
-import sys
 
-# Memory per chip (GiB) of the accelerators a plan is checked against.
-HBM_GIB = {
-    "v4": 32,
-    "v5e": 16,
-    "v5p": 95,
-    "v6e": 32,
-    "a100-40gb": 40,
-    "a100-80gb": 80,
-    "h100": 80,
-    "h200": 141,
-}
+from infini_jax.accelerators import ACCELERATORS, BY_NAME
+from infini_jax.errors import ConfigError
+
 HEADROOM = 0.9  # a plan "fits" when its peak is at most this share of the chip's memory
 GIB = 1024**3
 
@@ -36,7 +27,7 @@ def parse_mesh(text: str) -> dict[str, int]:
     for part in filter(None, text.split(",")):
         name, _, size = part.partition(":")
         if name not in out or not size.isdigit() or int(size) < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"--mesh entry {part!r}: use data:N,fsdp:N,tensor:N with positive integers"
             )
         out[name] = int(size)
@@ -76,12 +67,12 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
     config = config.copy_and_resolve_references()
     for axis, size in mesh_axes.items():
         config.mesh[axis] = size
-    cfg = validate(config)
+    model_cfg = validate(config)
     devices = math.prod(mesh_axes.values())
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:devices])
-    o, d = config.optimizer, config.data
-    sharding.check_batch(d.batch_size, mesh, o.micro_batches)
-    t = make_training(config, cfg, mesh)
+    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh), jax.devices()[:devices])
+    d = config.data
+    sharding.check_batch(d.batch_size, mesh, config.optimizer.micro_batches)
+    t = make_training(config, model_cfg, mesh)
     abstract, state_sh, batch_sh = t.abstract, t.state_sh, t.batch_sh
 
     groups: dict[str, int] = {}
@@ -98,12 +89,12 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
     ma = compiled.memory_analysis()
     peak = compiled_peak_bytes(compiled)
     params_bytes = _bytes_per_device(abstract.params, state_sh.params)
-    flops_tok = flops_per_token(cfg, d.seq_len)
+    flops_tok = flops_per_token(model_cfg, d.seq_len)
     tokens = d.batch_size * d.seq_len
     return {
         "mesh": dict(mesh.shape),
         "devices": devices,
-        "attention": cfg.attention,
+        "attention": model_cfg.attention,
         "parameters": sum(groups.values()),
         "parameters_by_group": groups,
         "bytes_per_device": {
@@ -119,7 +110,7 @@ def plan(config, mesh_axes: dict[str, int]) -> dict:
         "flops_per_token": flops_tok,
         "tokens_per_step": tokens,
         "flops_per_step_per_device": flops_tok * tokens / devices,
-        "fits": {name: peak <= HEADROOM * gib * GIB for name, gib in HBM_GIB.items()},
+        "fits": {a.name: peak <= HEADROOM * a.memory_gib * GIB for a in ACCELERATORS},
     }
 
 
@@ -161,57 +152,71 @@ def format_plan(p: dict, accelerator: str | None = None) -> str:
         f"| accelerator | memory GiB | fits (peak ≤ {HEADROOM:.0%}) |",
         "|---|---:|---|",
     ]
-    for name, gib in HBM_GIB.items():
-        if accelerator in (None, name):
-            ok = "yes" if p["fits"][name] else "no"
-            lines.append(f"| {name} | {gib} | {ok} ({b['peak_estimate'] / (gib * GIB):.0%}) |")
+    for a in ACCELERATORS:
+        if accelerator in (None, a.name):
+            ok = "yes" if p["fits"][a.name] else "no"
+            share = b["peak_estimate"] / (a.memory_gib * GIB)
+            lines.append(f"| {a.name} | {a.memory_gib} | {ok} ({share:.0%}) |")
     return "\n".join(lines)
 
 
+def default_mesh(config, max_devices: int = 8) -> dict[str, int]:
+    """The config's mesh filled with the most devices (at most `max_devices`) that its `-1`
+    axis can take while the global batch still splits over data × fsdp × micro-batches."""
+    from infini_jax import sharding
+
+    mesh_cfg = sharding.MeshConfig.from_config(config.mesh)
+    micro = config.optimizer.micro_batches
+    error = None
+    for devices in range(max_devices, 0, -1):
+        try:
+            sizes = dict(zip(sharding.AXES, sharding.mesh_shape(mesh_cfg, devices), strict=True))
+        except ConfigError as e:
+            error = error or e
+            continue
+        if config.data.batch_size % (sizes["data"] * sizes["fsdp"] * micro) == 0:
+            return sizes
+    raise error or ConfigError(
+        f"config.data.batch_size={config.data.batch_size} does not split over any mesh of "
+        f"1..{max_devices} devices; pass --mesh"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
-    from infini_jax.cli import parse_flags
+    from infini_jax import cli
 
     config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
     flags.DEFINE_string("mesh", "", "data:N,fsdp:N,tensor:N ('' = the config's mesh).")
-    flags.DEFINE_integer("devices", 8, "Devices to fill when the mesh has a -1 axis.")
-    flags.DEFINE_string("accelerator", None, f"Only this row of the fit table: {list(HBM_GIB)}.")
+    flags.DEFINE_integer(
+        "devices",
+        8,
+        "Most devices to fill when the mesh has a -1 axis: the largest count up to this whose "
+        "mesh splits the batch.",
+    )
+    flags.DEFINE_enum("accelerator", None, list(BY_NAME), "Only this row of the fit table.")
     flags.DEFINE_string("json", None, "Also write the plan here as JSON.")
 
     def run(_):
         f = flags.FLAGS
-        if f.accelerator and f.accelerator not in HBM_GIB:
-            sys.exit(f"error: --accelerator={f.accelerator} is not one of {list(HBM_GIB)}")
-        try:
-            axes = parse_mesh(f.mesh) if f.mesh else None
-        except ValueError as e:
-            sys.exit(f"error: {e}")
-        from infini_jax import sharding
-        from infini_jax.config import ConfigError
+        axes = parse_mesh(f.mesh) if f.mesh else default_mesh(f.config, f.devices)
+        # Fake CPU devices of the mesh's count; read when JAX starts its backend.
+        count = math.prod(axes.values())
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
+        )
+        import jax
 
-        try:
-            if axes is None:
-                sizes = sharding.mesh_shape(f.config.mesh, f.devices)
-                axes = dict(zip(sharding.AXES, sizes, strict=True))
-            count = math.prod(axes.values())
-            # Fake CPU devices of the mesh's count; read when JAX starts its backend.
-            os.environ["XLA_FLAGS"] = (
-                os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}"
-            )
-            import jax
-
-            jax.config.update("jax_platforms", "cpu")
-            p = plan(f.config, axes)
-        except ConfigError as e:
-            sys.exit(f"config error: {e}")
+        jax.config.update("jax_platforms", "cpu")
+        p = plan(f.config, axes)
         print(format_plan(p, f.accelerator))
         if f.json:
             with open(f.json, "w") as out:
                 json.dump(p, out, indent=1)
 
-    app.run(run, argv=argv, flags_parser=parse_flags)
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

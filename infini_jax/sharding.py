@@ -6,22 +6,60 @@ parameter's sharding; everything else (counters, scalars) is replicated. The bat
 `data` × `fsdp`.
 """
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax
-import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax.config import ConfigError
+from infini_jax.errors import ConfigError, Section, check, is_int
 
 AXES = ("data", "fsdp", "tensor")
 BATCH = PartitionSpec(("data", "fsdp"))
+# The logical axes that parameters are annotated with in `infini_jax.layers`.
+LOGICAL_AXES = ("embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers")
 
 
-def mesh_shape(mesh_cfg: ml_collections.ConfigDict, devices: int) -> tuple[int, int, int]:
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Section):
+    """`config.mesh` (training and evaluation): the size of each mesh axis, one may be -1."""
+
+    PREFIX = "mesh"
+
+    data: int
+    fsdp: int
+    tensor: int
+
+    def check(self) -> None:
+        sizes = [getattr(self, a) for a in AXES]
+        for axis, size in zip(AXES, sizes, strict=True):
+            check(
+                is_int(size) and (size > 0 or size == -1),
+                f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)",
+            )
+        check(sizes.count(-1) <= 1, "config.mesh: at most one of data, fsdp, tensor may be -1")
+
+
+def check_rules(sharding_rules) -> None:
+    """`config.sharding_rules`: (logical axis, mesh axes) pairs over the known axes."""
+    for rule in sharding_rules:
+        check(
+            len(rule) == 2 and rule[0] in LOGICAL_AXES,
+            f"config.sharding_rules entry {tuple(rule)!r} must be (logical axis, mesh axes) "
+            f"with a logical axis in {sorted(LOGICAL_AXES)}",
+        )
+        axes = rule[1] if isinstance(rule[1], tuple | list) else (rule[1],)
+        check(
+            all(a in (None, *AXES) for a in axes),
+            f"config.sharding_rules entry {tuple(rule)!r}: mesh axes must be data, fsdp, "
+            "tensor or None",
+        )
+
+
+def mesh_shape(mesh_cfg: MeshConfig, devices: int) -> tuple[int, int, int]:
     """Resolves the one `-1` axis; the product must equal the device count."""
-    sizes = [mesh_cfg[a] for a in AXES]
+    sizes = [getattr(mesh_cfg, a) for a in AXES]
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
         if devices % known:
@@ -39,7 +77,7 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict, devices: int) -> tuple[int, 
     return tuple(sizes)
 
 
-def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> Mesh:
+def make_mesh(mesh_cfg: MeshConfig, devices=None) -> Mesh:
     devices = devices if devices is not None else jax.devices()
     shape = mesh_shape(mesh_cfg, len(devices))
     return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
@@ -55,13 +93,11 @@ def check_batch(batch_size: int, mesh: Mesh, micro_batches: int) -> None:
         )
 
 
-def rules(config: ml_collections.ConfigDict) -> tuple:
-    return tuple((name, axes if axes else None) for name, axes in config.sharding_rules)
-
-
-def param_shardings(logical_axes, mesh: Mesh, config) -> object:
-    """A tree of `NamedSharding` for `logical_axes` (from `model.param_logical_axes`)."""
-    return nn.logical_to_mesh_sharding(logical_axes, mesh, rules(config))
+def param_shardings(logical_axes, mesh: Mesh, sharding_rules) -> object:
+    """A tree of `NamedSharding` for `logical_axes` (from `model.param_logical_axes`), by
+    `config.sharding_rules`."""
+    rules = tuple((name, axes if axes else None) for name, axes in sharding_rules)
+    return nn.logical_to_mesh_sharding(logical_axes, mesh, rules)
 
 
 def _names(path) -> tuple[str, ...]:

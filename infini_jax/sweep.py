@@ -28,7 +28,8 @@ import shlex
 import subprocess
 import sys
 
-from infini_jax.config import ConfigError, load_config, validate
+from infini_jax.config import load_config, override, validate
+from infini_jax.errors import ConfigError
 
 LAUNCHERS = ("local", "print", "slurm", "tpu")
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,21 +75,6 @@ def _text(value) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def apply_overrides(config, overrides: dict):
-    """Sets dotted fields like `--config.a.b=v` would; an unknown field is a ConfigError."""
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            if p not in node:
-                raise ConfigError(f"sweep override {key}: config has no field {p!r}")
-            node = node[p]
-        if leaf not in node:
-            raise ConfigError(f"sweep override {key}: config has no field {leaf!r}")
-        node[leaf] = type(node[leaf])(value) if isinstance(node[leaf], float) else value
-    return config
-
-
 def plan_runs(sweep: dict, root: str) -> list[dict]:
     """Every run with its workdir, resolved config (validated) and train command."""
     base = sweep["base"]  # relative paths are relative to the repository (commands run there)
@@ -97,7 +83,7 @@ def plan_runs(sweep: dict, root: str) -> list[dict]:
     out = []
     for overrides in expand(sweep):
         everything = {**sweep.get("fixed", {}), **overrides}
-        config = apply_overrides(load_config(absolute), everything)
+        config = override(load_config(absolute), everything, "sweep override")
         validate(config)
         workdir = os.path.join(root, run_name(overrides))
         args = [f"--config={base}", f"--workdir={workdir}"]
@@ -292,9 +278,9 @@ def _sort_key(x):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from absl import app, flags
+    from absl import flags
 
-    from infini_jax.cli import parse_flags
+    from infini_jax import cli
 
     flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/<name>.py).")
     flags.DEFINE_string("workdir", None, "Root directory: one subdirectory per run.")
@@ -305,21 +291,17 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(args):
         f = flags.FLAGS
-        try:
-            if len(args) > 1 and args[1] == "summarize":
-                if len(args) != 3:
-                    sys.exit("usage: python -m infini_jax.sweep summarize ROOT [--metric=loss]")
-                summarize(args[2], f.metric, f.field)
-                return
-            if len(args) > 1:
-                sys.exit(f"error: unknown command {args[1]!r}; the only command is 'summarize'")
-            if not f.sweep or not f.workdir:
-                sys.exit("error: --sweep and --workdir are required (or: summarize ROOT)")
-            sys.exit(1 if run_sweep(f.sweep, f.workdir, f.launcher, f.dry_run) else 0)
-        except ConfigError as e:
-            sys.exit(f"config error: {e}")
+        if args[1:2] == ["summarize"]:
+            if len(args) != 3:
+                raise ConfigError("usage: python -m infini_jax.sweep summarize ROOT [--metric=]")
+            summarize(args[2], f.metric, f.field)
+            return 0
+        if len(args) > 1:
+            raise ConfigError(f"unknown command {args[1]!r}; the only command is 'summarize'")
+        cli.require("sweep", "workdir")
+        return 1 if run_sweep(f.sweep, f.workdir, f.launcher, f.dry_run) else 0
 
-    app.run(run, argv=argv, flags_parser=parse_flags)
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ done it says so and exits. Several processes (hosts): pass --coordinator_address
 batch and only process 0 writes logs.
 """
 
-import functools
 import os
 import signal
 import sys
@@ -18,37 +17,24 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from infini_jax import checkpoint, sharding
-from infini_jax import model as M
-from infini_jax.cli import (
-    define_compilation_cache_flag,
-    define_distributed_flags,
-    enable_compilation_cache,
-    init_distributed,
-    parse_flags,
-    quiet_library_logs,
-)
-from infini_jax.config import ConfigError, save_config, validate
+from infini_jax import checkpoint, cli, model, sharding
+from infini_jax.config import save_config, validate
 from infini_jax.data import pipeline
-from infini_jax.data.sources import DataError
-from infini_jax.data.tokenizer import TokenizerError
+from infini_jax.data.config import DataConfig
+from infini_jax.errors import ConfigError, Error
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
-from infini_jax.report import format_summary, write_report
-from infini_jax.train_step import TrainState, init_state, make_training
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
-define_compilation_cache_flag()
-define_distributed_flags()
+from infini_jax.optim import OptimizerConfig
+from infini_jax.train_report import format_summary, write_report
+from infini_jax.train_step import TrainState, init_state, loss_sums, make_training
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(Error):
     """The run stopped on purpose (non-finite steps); checkpoints are intact."""
 
 
@@ -72,31 +58,22 @@ def _global_batch(local: dict, batch_sharding) -> dict:
     }
 
 
-def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
+def _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_proc):
     """A function params → mean loss over `eval_batches` held-out batches (same each time)."""
     if not config.eval_every_steps:
         return None
-
-    @functools.partial(jax.jit, in_shardings=(state_sh.params, batch_sh))
-    def loss_sums(params, batch):
-        nll, count, _ = M.sequence_loss(
-            cfg,
-            params,
-            batch["tokens"],
-            batch["targets"],
-            mask=batch["mask"],
-            segment_ids=batch["segment_ids"],
-        )
-        return nll.sum(), count.sum()
-
-    data_batch = config.data.batch_size // n_proc
+    sums = jax.jit(
+        lambda params, batch: loss_sums(model_cfg, params, batch)[:2],
+        in_shardings=(state_sh.params, batch_sh),
+    )
+    data_batch = data_cfg.batch_size // n_proc
 
     def run(params) -> float:
         data = pipeline.make_dataset(
-            config.data,
+            data_cfg,
             tokenizer_path=tok.path,
             seed=config.seed,
-            batch_size=config.data.batch_size // n_proc,
+            batch_size=data_batch,
             split="validation",
             process_index=proc,
             process_count=n_proc,
@@ -105,7 +82,7 @@ def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
         for i, batch in enumerate(data):
             if i == config.eval_batches or len(batch["tokens"]) != data_batch:
                 break  # enough, or a final partial batch that would not split over the mesh
-            nll, n = loss_sums(params, _global_batch(batch, batch_sh))
+            nll, n = sums(params, _global_batch(batch, batch_sh))
             total, count = total + float(nll), count + float(n)
         return total / max(count, 1.0)
 
@@ -114,18 +91,19 @@ def _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc):
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
-    cfg = validate(config)
+    model_cfg = validate(config)
+    data_cfg = DataConfig.from_config(config.data)
+    o = OptimizerConfig.from_config(config.optimizer)
     _check_workdir(workdir)
-    mesh = sharding.make_mesh(config.mesh)
-    o = config.optimizer
-    sharding.check_batch(config.data.batch_size, mesh, o.micro_batches)
+    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
+    sharding.check_batch(data_cfg.batch_size, mesh, o.micro_batches)
     n_proc, proc = jax.process_count(), jax.process_index()
-    if config.data.batch_size % n_proc:
+    if data_cfg.batch_size % n_proc:
         raise ConfigError(
-            f"config.data.batch_size={config.data.batch_size} is not divisible by "
+            f"config.data.batch_size={data_cfg.batch_size} is not divisible by "
             f"the {n_proc} processes"
         )
-    tok = pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
+    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
     mngr = checkpoint.manager(workdir, config)
     start = mngr.latest_step() or 0
     if start:
@@ -139,49 +117,49 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if proc == 0:
         save_config(config, workdir)
 
-    training = make_training(config, cfg, mesh)
+    training = make_training(config, model_cfg, mesh)
     tx, abstract, params_sh = training.tx, training.abstract, training.params_sh
     state_sh, batch_sh = training.state_sh, training.batch_sh
     data = pipeline.make_dataset(
-        config.data,
+        data_cfg,
         tokenizer_path=tok.path,
         seed=config.seed,
-        batch_size=config.data.batch_size // n_proc,
+        batch_size=data_cfg.batch_size // n_proc,
         process_index=proc,
         process_count=n_proc,
     )
     iterator = iter(data)
     if start:
         state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
-        pipeline.restore_iterator(iterator, data_state, proc, n_proc, config.data.host_sharding)
+        pipeline.restore_iterator(iterator, data_state, proc, n_proc, data_cfg.host_sharding)
     elif config.init_from:
         saved, step, params = checkpoint.load_params(config.init_from, lambda *_: params_sh)
         checkpoint.check_compatible(saved.to_dict(), config, step)
-        state = jax.jit(lambda p: init_state(cfg, tx, config.seed, p), out_shardings=state_sh)(
-            params
-        )
+        state = jax.jit(
+            lambda p: init_state(model_cfg, tx, config.seed, p), out_shardings=state_sh
+        )(params)
         if proc == 0:
             print(f"initialised from {config.init_from} (step {step}): parameters only")
     else:
-        state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
+        state = jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()
 
     step_fn = training.step
-    validate_fn = _validation(config, cfg, tok, state_sh, batch_sh, proc, n_proc)
-    tokens_per_step = config.data.batch_size * config.data.seq_len
-    flops_tok = flops_per_token(cfg, config.data.seq_len)
+    validate_fn = _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_proc)
+    tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
+    flops_tok = flops_per_token(model_cfg, data_cfg.seq_len)
     peak, peak_source = peak_flops()
     writer = Writer(workdir, start, enabled=proc == 0)
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
     def save(step: int, st: TrainState) -> None:
-        data_state = pipeline.iterator_state(iterator, proc, n_proc, config.data.host_sharding)
+        data_state = pipeline.iterator_state(iterator, proc, n_proc, data_cfg.host_sharding)
         checkpoint.save(mngr, step, st, data_state, config)
 
     if proc == 0:
         print(
-            f"{cfg.attention} model, {M.count_params(abstract.params):,} parameters; mesh "
-            f"{dict(mesh.shape)}; {n_proc} process(es); starting at step {start}; MFU peak: "
+            f"{model_cfg.attention} model, {model.count_params(abstract.params):,} parameters; "
+            f"mesh {dict(mesh.shape)}; {n_proc} process(es); starting at step {start}; MFU peak: "
             f"{peak / 1e9:,.0f} GFLOP/s per device ({peak_source})"
         )
     bar = tqdm(
@@ -246,26 +224,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if int(state.step) == config.total_steps and config.report.passkey_multiples:
         params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
         if proc == 0:
-            summary = write_report(workdir, config, cfg, params, tok)
+            summary = write_report(workdir, config, model_cfg, params, tok)
             print(f"report: {workdir}/report.md; {format_summary(summary)}")
             last["passkey"] = summary
     return last
 
 
-def main(argv):
-    del argv
-    quiet_library_logs()
-    enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
-    init_distributed()
-    if not _WORKDIR.value:
-        sys.exit("error: --workdir is required (checkpoints, metrics and config go there)")
-    try:
-        train(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, DataError, TokenizerError) as e:
-        sys.exit(f"config error: {e}")
-    except TrainingStopped as e:
-        sys.exit(f"stopped: {e}")
+def main(argv: list[str] | None = None) -> None:
+    config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file[:preset].")
+    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config go here.")
+    cli.define_job_flags()
+
+    def run(_):
+        cli.require("workdir")
+        cli.start_job()
+        train(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    main()

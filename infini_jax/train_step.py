@@ -13,8 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from infini_jax import model as M
-from infini_jax import ops, optim, sharding
+from infini_jax import model, ops, optim, sharding
 from infini_jax.model_config import ModelConfig
 
 
@@ -24,38 +23,50 @@ class TrainState(NamedTuple):
     step: jax.Array  # int32 scalar: steps taken (including skipped ones)
     params: dict
     opt_state: optax.OptState
-    rng: jax.Array  # uint32 key data; split per step for anything stochastic
     skipped: jax.Array  # int32: updates skipped for a non-finite loss or gradient
     nonfinite_run: jax.Array  # int32: consecutive non-finite steps so far
 
 
 def init_state(
-    cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, params=None
+    model_cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, params=None
 ) -> TrainState:
     """Step 0: fresh parameters from `seed` (or the given ones) and a fresh optimizer state."""
-    key_params, key_rest = jax.random.split(jax.random.key(seed))
     if params is None:
-        params = M.init_params(cfg, key_params)
+        params = model.init_params(model_cfg, jax.random.split(jax.random.key(seed))[0])
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(zero, params, tx.init(params), jax.random.key_data(key_rest), zero, zero)
+    return TrainState(zero, params, tx.init(params), zero, zero)
 
 
 def memory_stats(memory: ops.Memory | None) -> dict[str, jax.Array]:
     """Per layer: mean Frobenius norm of M and mean Σz over batch and kv heads."""
     if memory is None:
         return {}
-    m = jnp.sqrt(jnp.sum(memory.m**2, axis=(-2, -1)))  # [layers, batch, kv]
-    return {
-        "memory_norm": jnp.mean(m, axis=(1, 2)),
-        "memory_z": jnp.mean(jnp.sum(memory.z, axis=-1), axis=(1, 2)),
-    }
+    norm, z = ops.memory_stats(memory)  # [layers, batch]
+    return {"memory_norm": norm.mean(-1), "memory_z": z.mean(-1)}
 
 
-def gate_stats(cfg: ModelConfig, params) -> dict[str, jax.Array]:
+def loss_sums(
+    model_cfg: ModelConfig, params, batch: dict[str, jax.Array]
+) -> tuple[jax.Array, jax.Array, ops.Memory | None]:
+    """`(summed next-token NLL, tokens counted, memory after the batch)` of a batch of
+    `[batch, seq]` arrays (tokens, targets, mask, segment_ids): the training and validation
+    loss before normalisation."""
+    nll, count, memory = model.sequence_loss(
+        model_cfg,
+        params,
+        batch["tokens"],
+        batch["targets"],
+        mask=batch["mask"],
+        segment_ids=batch["segment_ids"],
+    )
+    return nll.sum(), count.sum(), memory
+
+
+def gate_stats(model_cfg: ModelConfig, params) -> dict[str, jax.Array]:
     """Per layer: mean / min / max of g(b) over heads."""
-    if cfg.attention != "infini":
+    if model_cfg.attention != "infini":
         return {}
-    g = ops.gate_value(params["layers"]["attention"]["balance"], cfg.gate)  # [layers, heads]
+    g = ops.gate_value(params["layers"]["attention"]["balance"], model_cfg.gate)  # [layers, heads]
     return {"gate_mean": g.mean(-1), "gate_min": g.min(-1), "gate_max": g.max(-1)}
 
 
@@ -63,7 +74,7 @@ def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
     *,
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     tx: optax.GradientTransformation,
     schedules: dict,
     micro_batches: int = 1,
@@ -72,10 +83,8 @@ def train_step(
     segment_ids). Returns the new state and scalar / per-layer metrics."""
 
     def loss_sum(params, mb):
-        nll, count, memory = M.sequence_loss(
-            cfg, params, mb["tokens"], mb["targets"], mask=mb["mask"], segment_ids=mb["segment_ids"]
-        )
-        return nll.sum(), (count.sum(), memory)
+        nll, count, memory = loss_sums(model_cfg, params, mb)
+        return nll, (count, memory)
 
     grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
     if micro_batches == 1:
@@ -102,7 +111,7 @@ def train_step(
     count = jnp.maximum(count, 1.0)
     loss = nll / count
     grads = jax.tree.map(lambda g: g / count, grads)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -111,7 +120,6 @@ def train_step(
         step=state.step + 1,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
-        rng=jax.random.key_data(jax.random.split(jax.random.wrap_key_data(state.rng))[0]),
         skipped=state.skipped + (~finite).astype(jnp.int32),
         nonfinite_run=jnp.where(finite, 0, state.nonfinite_run + 1),
     )
@@ -123,18 +131,20 @@ def train_step(
         "gate_lr": schedules["gate_lr"](state.step),
         "skipped": new_state.skipped,
         "nonfinite_run": new_state.nonfinite_run,
-        **gate_stats(cfg, state.params),
+        **gate_stats(model_cfg, state.params),
         **memory_stats(memory),
     }
     return new_state, metrics
 
 
-def jit_train_step(cfg: ModelConfig, tx, schedules: dict, micro_batches: int, state_sh, batch_sh):
+def jit_train_step(
+    model_cfg: ModelConfig, tx, schedules: dict, micro_batches: int, state_sh, batch_sh
+):
     """`train_step` jitted with explicit shardings and the state donated: what training runs
     and what `infini_jax.plan` compiles to read XLA's memory analysis."""
     return jax.jit(
         functools.partial(
-            train_step, cfg=cfg, tx=tx, schedules=schedules, micro_batches=micro_batches
+            train_step, model_cfg=model_cfg, tx=tx, schedules=schedules, micro_batches=micro_batches
         ),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, None),
@@ -154,14 +164,16 @@ class Training(NamedTuple):
     step: object  # the jitted, donated train step (`jit_train_step`)
 
 
-def make_training(config, cfg: ModelConfig, mesh) -> Training:
+def make_training(config, model_cfg: ModelConfig, mesh) -> Training:
     """The optimizer, the state's shapes and shardings, and the jitted step of `config`."""
-    tx, schedules = optim.make_optimizer(config.optimizer, config.total_steps)
-    abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
-    params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+    opt = optim.OptimizerConfig.from_config(config.optimizer)
+    tx, schedules = optim.make_optimizer(opt, config.total_steps)
+    abstract = jax.eval_shape(lambda: init_state(model_cfg, tx, config.seed))
+    axes = model.param_logical_axes(model_cfg)
+    params_sh = sharding.param_shardings(axes, mesh, config.sharding_rules)
     state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
     batch_sh = sharding.batch_sharding(mesh)
-    step = jit_train_step(cfg, tx, schedules, config.optimizer.micro_batches, state_sh, batch_sh)
+    step = jit_train_step(model_cfg, tx, schedules, opt.micro_batches, state_sh, batch_sh)
     return Training(tx, schedules, abstract, params_sh, state_sh, batch_sh, step)
 
 

@@ -1,5 +1,6 @@
 import dataclasses
 import os
+import subprocess
 import sys
 
 import pytest
@@ -33,3 +34,10 @@ def small_model(**overrides):
 @pytest.fixture
 def tiny_config():
     return load_config(config_path("tiny.py"))
+
+
+def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
+    """Runs `python -m module args` from the repository root; returns the CompletedProcess."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,6 +1,6 @@
 """Benchmarks produce well-formed records and check targets as ratios (no timing asserted)."""
 
-from infini_jax.bench import train_step as ts
+from infini_jax.bench import train_speed
 from infini_jax.bench.__main__ import targets
 from infini_jax.bench.peak import matmul_peak
 
@@ -8,8 +8,8 @@ from infini_jax.bench.peak import matmul_peak
 def test_train_step_record_has_the_documented_fields():
     peak = matmul_peak(n=256, repeats=3)
     assert peak["bench"] == "peak" and peak["flops_per_s"] > 0
-    c = ts.bench_config("infini", 512, layers=1)
-    r = ts.measure(c, peak["flops_per_s"], steps=1)
+    c = train_speed.bench_config("infini", 512, layers=1)
+    r = train_speed.measure(c, peak["flops_per_s"], steps=1)
     for key in ("bench", "attention", "seq_len", "tokens_per_s", "mfu", "memory_bytes"):
         assert key in r
     assert (r["attention"], r["seq_len"], r["layers"]) == ("infini", 512, 1)

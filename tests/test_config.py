@@ -3,14 +3,14 @@
 import jax
 import pytest
 
-from infini_jax import model as M
+from infini_jax import model
 from infini_jax.config import ConfigError, load_config, save_config, validate
 from tests.conftest import config_path
 
 
 def n_params(spec):
     cfg = validate(load_config(config_path(spec)))
-    return M.count_params(jax.eval_shape(lambda: M.init_params(cfg, jax.random.key(0))))
+    return model.count_params(jax.eval_shape(lambda: model.init_params(cfg, jax.random.key(0))))
 
 
 def test_seed_300m_parameter_count_is_exact():

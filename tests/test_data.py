@@ -1,25 +1,25 @@
 """Data: tokenizer round trip, prepare → pipeline exactness, packing, resume, sharding."""
 
+import dataclasses
 import json
+import re
 
-import ml_collections
 import numpy as np
 import pytest
 
 from infini_jax.config import load_config
-from infini_jax.data import pipeline as P
-from infini_jax.data import prepare, sources, synthetic
-from infini_jax.data import tokenizer as T
-from tests.conftest import config_path
+from infini_jax.data import pipeline, prepare, sources, synthetic, tokenizer
+from infini_jax.data.config import DataConfig
+from tests.conftest import config_path, run_cli
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tok") / "t.model")
-    return T.train(T.synthetic_texts(seed=0, n=500), 384, path, progress=False)
+    return tokenizer.train(tokenizer.synthetic_texts(seed=0, n=500), 384, path, progress=False)
 
 
-def data_config(**over) -> ml_collections.ConfigDict:
+def data_config(**over) -> DataConfig:
     d = load_config(config_path("tiny.py")).data
     # The data these tests were written for (the tiny default's recipe may change).
     d.packing, d.synthetic.key_digits = "concat", 5
@@ -28,7 +28,7 @@ def data_config(**over) -> ml_collections.ConfigDict:
     d.synthetic.min_length, d.synthetic.max_length = 192, 256  # fits the small test tokenizer
     for k, v in over.items():
         d[k] = v
-    return d
+    return DataConfig.from_config(d)
 
 
 def write_corpus(tmp_path, n_files=3, docs_per_file=12, seed=0):
@@ -60,30 +60,36 @@ def test_tokenizer_round_trip_and_special_ids(tok, tmp_path):
     assert tok.decode(tok.encode(text)) == text
     assert [tok.sp.id_to_piece(i) for i in tok.encode(" 71432")][1:] == list("71432")
     assert (tok.pad_id, tok.sp.unk_id(), tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
-    again = T.Tokenizer(tok.path)
+    again = tokenizer.Tokenizer(tok.path)
     assert again.encode(text) == tok.encode(text) and again.vocab_size == 384
 
 
 def test_tokenizer_cli_trains_from_files(tmp_path):
     write_corpus(tmp_path)
     out = str(tmp_path / "cli.model")
-    T.main(["train", f"--input={tmp_path}/*.jsonl", "--vocab_size=300", f"--output={out}"])
-    assert T.Tokenizer(out).vocab_size == 300
-    with pytest.raises(SystemExit, match="could not train on .*Vocabulary size is smaller"):
-        T.main(["train", f"--input={tmp_path}/*.jsonl", "--vocab_size=100", f"--output={out}2"])
+    args = ["train", f"--input={tmp_path}/*.jsonl"]
+    r = run_cli("infini_jax.data.tokenizer", *args, "--vocab_size=300", f"--output={out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert tokenizer.Tokenizer(out).vocab_size == 300
+    r = run_cli("infini_jax.data.tokenizer", *args, "--vocab_size=100", f"--output={out}2")
+    assert r.returncode == 2  # the error is the last line, after the progress bar
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.search("could not train on .*Vocabulary size is smaller", last)
 
 
 def test_tokenizer_larger_than_model_vocab_is_an_error(tok):
-    with pytest.raises(T.TokenizerError, match=r"has 384 tokens but config.model.vocab_size=256"):
+    with pytest.raises(
+        tokenizer.TokenizerError, match=r"has 384 tokens but config.model.vocab_size=256"
+    ):
         tok.check_fits(256)
 
 
 def test_bad_tokenizer_file_is_an_error(tmp_path):
     (tmp_path / "bad.model").write_bytes(b"not a model")
-    with pytest.raises(T.TokenizerError, match="bad.model is not a sentencepiece model"):
-        T.Tokenizer(str(tmp_path / "bad.model"))
-    with pytest.raises(T.TokenizerError, match="nope.model does not exist"):
-        T.Tokenizer(str(tmp_path / "nope.model"))
+    with pytest.raises(tokenizer.TokenizerError, match="bad.model is not a sentencepiece model"):
+        tokenizer.Tokenizer(str(tmp_path / "bad.model"))
+    with pytest.raises(tokenizer.TokenizerError, match="nope.model does not exist"):
+        tokenizer.Tokenizer(str(tmp_path / "nope.model"))
 
 
 def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_path):
@@ -91,7 +97,7 @@ def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_
     d = data_config(source=pattern)
 
     def epoch(seed):
-        ds = P.make_dataset(d, tokenizer_path=tok.path, seed=seed, batch_size=1, epochs=1)
+        ds = pipeline.make_dataset(d, tokenizer_path=tok.path, seed=seed, batch_size=1, epochs=1)
         batches = all_batches(ds)
         stream = np.concatenate([b["tokens"][b["mask"]] for b in batches])
         targets = np.concatenate([b["targets"][b["mask"]] for b in batches])
@@ -125,7 +131,7 @@ def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_
     assert order != sorted(order)
 
     val = all_batches(
-        P.make_dataset(d, tokenizer_path=tok.path, seed=1, batch_size=1, split="validation")
+        pipeline.make_dataset(d, tokenizer_path=tok.path, seed=1, batch_size=1, split="validation")
     )
     val_stream = np.concatenate([b["tokens"][b["mask"]] for b in val])
     val_docs = [doc for i, doc in enumerate(docs) if i % 10 == 0]
@@ -134,7 +140,9 @@ def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_
 
 def test_packing_boundaries_masks_and_targets(tok, tmp_path):
     pattern, _ = prepared(tmp_path, tok)
-    ds = P.make_dataset(data_config(source=pattern), tokenizer_path=tok.path, seed=0, batch_size=4)
+    ds = pipeline.make_dataset(
+        data_config(source=pattern), tokenizer_path=tok.path, seed=0, batch_size=4
+    )
     b = next(iter(ds))
     assert {k: v.shape for k, v in b.items()} == {k: (4, 32) for k in b}
     ids, mask = b["segment_ids"], b["mask"]
@@ -150,7 +158,7 @@ def test_packing_boundaries_masks_and_targets(tok, tmp_path):
 
 def test_padding_mode_is_one_document_per_row(tok, tmp_path):
     pattern, docs = prepared(tmp_path, tok)
-    ds = P.make_dataset(
+    ds = pipeline.make_dataset(
         data_config(source=pattern, packing="padding"),
         tokenizer_path=tok.path,
         seed=0,
@@ -167,35 +175,35 @@ def test_iterator_resume_gives_identical_batches(tok, tmp_path):
     pattern, _ = prepared(tmp_path, tok)
     for source in (pattern, "synthetic"):
         d = data_config(source=source, seq_len=64)
-        ds = P.make_dataset(d, tokenizer_path=tok.path, seed=3, batch_size=2)
+        ds = pipeline.make_dataset(d, tokenizer_path=tok.path, seed=3, batch_size=2)
         it = iter(ds)
         for stop in (1, 7):
             for _ in range(stop):
                 next(it)
-            state = json.loads(json.dumps(P.iterator_state(it, 0, 1)))  # survives JSON
+            state = json.loads(json.dumps(pipeline.iterator_state(it, 0, 1)))  # survives JSON
             expected = [next(it) for _ in range(5)]
-            fresh = P.restore_iterator(iter(ds), state, 0, 1)
+            fresh = pipeline.restore_iterator(iter(ds), state, 0, 1)
             for a, b in zip(expected, [next(fresh) for _ in range(5)], strict=True):
                 for k in a:
                     np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_sharded_state_on_another_process_count_is_a_clear_error(tok):
-    ds = P.make_dataset(data_config(), tokenizer_path=tok.path, seed=0, batch_size=1)
+    ds = pipeline.make_dataset(data_config(), tokenizer_path=tok.path, seed=0, batch_size=1)
     state = {"processes": [{}, {}], "host_sharding": "sharded", "process_count": 2}
     with pytest.raises(sources.DataError, match=r"saved by 2 processes .* \(this run: 4"):
-        P.restore_iterator(iter(ds), state, 0, 4, "sharded")
+        pipeline.restore_iterator(iter(ds), state, 0, 4, "sharded")
     with pytest.raises(sources.DataError, match="resume with 2 processes"):
-        P.restore_iterator(iter(ds), state, 0, 2, "replicated")
-    one_stream = P.iterator_state(iter(ds), 0, 1, "replicated")
+        pipeline.restore_iterator(iter(ds), state, 0, 2, "replicated")
+    one_stream = pipeline.iterator_state(iter(ds), 0, 1, "replicated")
     with pytest.raises(sources.DataError, match="one global stream but this run has 2"):
-        P.restore_iterator(iter(ds), one_stream, 0, 2, "sharded")
-    P.restore_iterator(iter(ds), one_stream, 0, 1, "sharded")  # 1 process: the same stream
+        pipeline.restore_iterator(iter(ds), one_stream, 0, 2, "sharded")
+    pipeline.restore_iterator(iter(ds), one_stream, 0, 1, "sharded")  # 1 process: the same stream
 
 
 def test_replicated_processes_get_their_rows_of_the_same_global_batch(tok):
     def batches(index, count):
-        ds = P.make_dataset(
+        ds = pipeline.make_dataset(
             data_config(),
             tokenizer_path=tok.path,
             seed=5,
@@ -204,7 +212,7 @@ def test_replicated_processes_get_their_rows_of_the_same_global_batch(tok):
             process_count=count,
         )
         it = iter(ds)
-        return [next(it) for _ in range(3)], P.iterator_state(it, index, count)
+        return [next(it) for _ in range(3)], pipeline.iterator_state(it, index, count)
 
     one, state_one = batches(0, 1)
     parts = [batches(i, 2) for i in range(2)]
@@ -219,7 +227,7 @@ def test_process_shards_are_disjoint_and_cover_the_data(tok, tmp_path):
     pattern, docs = prepared(tmp_path, tok)
     seen = []
     for i in range(3):
-        ds = P.make_dataset(
+        ds = pipeline.make_dataset(
             data_config(source=pattern, packing="padding", seq_len=256, host_sharding="sharded"),
             tokenizer_path=tok.path,
             seed=0,
@@ -237,7 +245,7 @@ def test_process_shards_are_disjoint_and_cover_the_data(tok, tmp_path):
 def test_mixture_of_synthetic_and_prepared(tok, tmp_path):
     pattern, _ = prepared(tmp_path, tok)
     d = data_config(source=f"synthetic,{pattern}", weights="0.5,0.5", seq_len=256)
-    b = next(iter(P.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=4)))
+    b = next(iter(pipeline.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=4)))
     text = " ".join(tok.decode(row[m]) for row, m in zip(b["tokens"], b["mask"], strict=True))
     assert "pass key" in text or "value of key" in text
     assert "alpha" in text or "gamma" in text
@@ -266,10 +274,11 @@ def test_synthetic_length_shorter_than_the_fixed_parts_is_an_error(tok):
 
 def test_min_length_too_short_for_a_task_is_a_start_up_error(tok):
     d = data_config(seq_len=64)
-    d.synthetic.min_length = 64  # documents need more with this tokenizer
+    # documents need more than 64 tokens with this tokenizer
+    d = dataclasses.replace(d, synthetic=dataclasses.replace(d.synthetic, min_length=64))
     with pytest.raises(
         sources.DataError,
         match=r"config.data.synthetic.min_length=64 is too "
         r"short: a (passkey|kv_recall) document needs at least \d+ tokens",
     ):
-        P.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=1)
+        pipeline.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=1)

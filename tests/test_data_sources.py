@@ -3,21 +3,21 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from infini_jax.data import pipeline as P
-from infini_jax.data import prepare, sources
-from infini_jax.data import tokenizer as T
+from infini_jax.data import pipeline, prepare, sources, tokenizer
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tok") / "t.model")
-    return T.train(T.synthetic_texts(seed=0, n=300), 320, path, progress=False)
+    return tokenizer.train(tokenizer.synthetic_texts(seed=0, n=300), 320, path, progress=False)
 
 
 def read(path, **kw):
@@ -135,28 +135,26 @@ def test_corrupt_or_missing_array_record_names_the_file(tok, tmp_path):
     with open(shard, "wb") as f:
         f.write(data[: len(data) // 2])
     with pytest.raises(sources.DataError, match=r"shard-00000-of-00001.array_record is truncated"):
-        P.array_record_source(os.path.join(out, "*.array_record"))
+        pipeline.array_record_source(os.path.join(out, "*.array_record"))
     with pytest.raises(sources.DataError, match=r"matches no ArrayRecord shard"):
-        P.array_record_source(str(tmp_path / "none" / "*.array_record"))
+        pipeline.array_record_source(str(tmp_path / "none" / "*.array_record"))
 
 
-def test_prepare_cli_bad_input_is_one_line(tok, tmp_path, capsys):
-    with pytest.raises(SystemExit, match=r"error: input pattern .*zzz\*.txt matches no file"):
-        prepare.main(
-            [f"--input={tmp_path}/zzz*.txt", f"--tokenizer={tok.path}", f"--output={tmp_path}/o"]
-        )
+def test_prepare_cli_bad_input_is_one_line(tok, tmp_path):
+    def prepare_cli(*args):
+        return run_cli("infini_jax.data.prepare", *args, f"--output={tmp_path}/o")
+
+    r = prepare_cli(f"--input={tmp_path}/zzz*.txt", f"--tokenizer={tok.path}")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert re.search(r"error: input pattern .*zzz\*.txt matches no file", r.stderr)
     (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(SystemExit, match=r"error: tokenizer file .*missing.model does not exist"):
-        prepare.main(
-            [
-                f"--input={tmp_path}/x.txt",
-                f"--tokenizer={tmp_path}/missing.model",
-                f"--output={tmp_path}/o",
-            ]
-        )
+    r = prepare_cli(f"--input={tmp_path}/x.txt", f"--tokenizer={tmp_path}/missing.model")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert re.search(r"error: tokenizer file .*missing.model does not exist", r.stderr)
     assert not os.path.exists(tmp_path / "o")  # nothing written before the error
-    prepare.main([f"--input={tmp_path}/x.txt", f"--tokenizer={tok.path}", f"--output={tmp_path}/o"])
-    assert "documents=1" in capsys.readouterr().out
-    ids = P.decode_record(P.array_record_source(f"{tmp_path}/o/*.array_record")[0])
+    r = prepare_cli(f"--input={tmp_path}/x.txt", f"--tokenizer={tok.path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "documents=1" in r.stdout
+    ids = pipeline.decode_record(pipeline.array_record_source(f"{tmp_path}/o/*.array_record")[0])
     assert ids[-1] == tok.eos_id and tok.decode(ids[:-1]) == "hello"
     assert ids.dtype == np.dtype("<i4")

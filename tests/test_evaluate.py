@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from infini_jax import checkpoint, optim
-from infini_jax import model as M
+from infini_jax import checkpoint, model, optim
 from infini_jax.config import load_config, save_config, validate
 from infini_jax.data import pipeline, synthetic
 from infini_jax.eval import tasks
@@ -67,7 +66,7 @@ def copy_model(attention: str):
         attention=attention,
         balance_init=0.0,
     )
-    p = jax.tree.map(np.zeros_like, M.init_params(cfg, jax.random.key(0)))
+    p = jax.tree.map(np.zeros_like, model.init_params(cfg, jax.random.key(0)))
     p = jax.tree.map(np.array, p)
     emb = p["embed"]["embedding"]
     for d in range(10):
@@ -118,7 +117,7 @@ def test_hand_built_memory_model_retrieves_across_16_segments_and_local_does_not
 
 def test_teacher_forced_scoring_equals_greedy_decoding():
     cfg = small_model(init_std=0.3, vocab_size=512, segment_len=16)
-    params = M.init_params(cfg, jax.random.key(1))
+    params = model.init_params(cfg, jax.random.key(1))
     tok = pipeline.resolve_tokenizer(load_config(config_path("tiny.py")).data, "/tmp", 512, 0)
     samples = _passkey(lengths=(96,), samples=1, key_digits=3, encoder=tok.encode)[:4]
     records = tasks.score_retrieval(Engine(cfg, params), samples, tok.decode, batch_size=4)
@@ -187,10 +186,10 @@ def test_streaming_compiles_once_and_feeds_fixed_size_chunks():
 
 def test_engine_matches_the_model_loss():
     cfg = small_model(segment_len=8)
-    params = M.init_params(cfg, jax.random.key(0))
+    params = model.init_params(cfg, jax.random.key(0))
     tokens = np.asarray(jax.random.randint(jax.random.key(1), (2, 41), 0, cfg.vocab_size))
     out = Engine(cfg, params, chunk_segments=2).run(list(tokens), [np.arange(40)] * 2)
-    nll, count, _ = M.sequence_loss(cfg, params, tokens[:, :-1], tokens[:, 1:])
+    nll, count, _ = model.sequence_loss(cfg, params, tokens[:, :-1], tokens[:, 1:])
     np.testing.assert_allclose(out.segment_nll.sum(), float(nll.sum()), rtol=1e-5)
     assert out.segment_count.sum() == float(count.sum()) == 80
     np.testing.assert_allclose(-sum(x.sum() for x in out.logprob), float(nll.sum()), rtol=1e-5)
@@ -205,7 +204,9 @@ def saved_checkpoint(tmp_path_factory):
     config.model.mlp_dim = 128
     cfg = validate(config)
     pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
-    tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
+    tx, _ = optim.make_optimizer(
+        optim.OptimizerConfig.from_config(config.optimizer), config.total_steps
+    )
     mngr = checkpoint.manager(workdir, config)
     checkpoint.save(mngr, 7, init_state(cfg, tx, 0), {}, config)
     mngr.wait_until_finished()
@@ -285,7 +286,7 @@ def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
     r = run(
         "--config=configs/eval/passkey.py", f"--checkpoint={tmp_path}/none", f"--output={tmp_path}"
     )
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
         "error: no checkpoints"
     )
     r = run(
@@ -294,7 +295,7 @@ def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
         f"--output={tmp_path}",
         "--config.lengths=(16,)",
     )
-    assert r.returncode == 1 and "config.lengths" in r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "config.lengths" in r.stderr.strip().splitlines()[-1]
     r = run(
         "--config=configs/eval/passkey.py",
         f"--checkpoint={saved_checkpoint}",

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infini_jax import model as M
+from infini_jax import model
 from infini_jax.generate import generate, sample_token
 from tests.conftest import small_model
 
@@ -20,7 +20,7 @@ KINDS = [
 
 def _model(kind, **extra):
     cfg = small_model(init_std=0.3, balance_init=1.0, **kind, **extra)
-    return cfg, M.init_params(cfg, jax.random.key(3))
+    return cfg, model.init_params(cfg, jax.random.key(3))
 
 
 def _full_logits(cfg, params, tokens):
@@ -29,7 +29,7 @@ def _full_logits(cfg, params, tokens):
     pad = -t % cfg.segment_len if cfg.attention != "full" else 0
     x = jnp.pad(jnp.asarray(tokens), ((0, 0), (0, pad)))
     mask = jnp.arange(t + pad)[None] < t
-    logits, _ = M.sequence_logits(cfg, params, x, mask=jnp.broadcast_to(mask, x.shape))
+    logits, _ = model.sequence_logits(cfg, params, x, mask=jnp.broadcast_to(mask, x.shape))
     return np.asarray(logits[:, :t])
 
 
@@ -38,9 +38,9 @@ def test_decode_steps_equal_the_segment_model(kind):
     cfg, params = _model(kind)
     tokens = np.asarray(jax.random.randint(jax.random.key(1), (2, 29), 0, cfg.vocab_size))
     want = _full_logits(cfg, params, tokens)
-    memory = M.init_memory(cfg, 2)
-    cache = M.init_cache(cfg, 2, tokens.shape[1])
-    step = jax.jit(lambda p, t, m, c: M.decode_step(cfg, p, t, m, c))
+    memory = model.init_memory(cfg, 2)
+    cache = model.init_cache(cfg, 2, tokens.shape[1])
+    step = jax.jit(lambda p, t, m, c: model.decode_step(cfg, p, t, m, c))
     for t in range(tokens.shape[1]):  # crosses three segment boundaries (segment_len 8)
         logits, memory, cache = step(params, jnp.asarray(tokens[:, t]), memory, cache)
         np.testing.assert_allclose(np.asarray(logits), want[:, t], atol=2e-4, rtol=2e-4)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infini_jax import model as M
+from infini_jax import model
 from tests.conftest import small_model
 
 
@@ -30,16 +30,18 @@ def packed_extras(cfg, batch=2, segments=4):
 @pytest.mark.parametrize("attention", ["infini", "local"])
 def test_step_loop_equals_scan(attention):
     cfg = small_model(attention=attention)
-    params = M.init_params(cfg, jax.random.key(0))
+    params = model.init_params(cfg, jax.random.key(0))
     tokens = tokens_for(cfg)
     mask, ids = packed_extras(cfg)
-    scanned, mem_scan = M.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
-    memory = M.init_memory(cfg, 2)
+    scanned, mem_scan = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    memory = model.init_memory(cfg, 2)
     n = cfg.segment_len
     looped = []
     for s in range(4):
         sl = slice(s * n, (s + 1) * n)
-        logits, memory = M.segment_step(cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl])
+        logits, memory = model.segment_step(
+            cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl]
+        )
         looped.append(logits)
     np.testing.assert_allclose(jnp.concatenate(looped, 1), scanned, atol=1e-5, rtol=1e-5)
     if attention == "infini":
@@ -51,7 +53,7 @@ def test_step_loop_equals_scan(attention):
 
 def test_all_local_gate_equals_local_model():
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(1))
+    params = model.init_params(cfg, jax.random.key(1))
     local_cfg = dataclasses.replace(cfg, attention="local")
     local_params = jax.tree.map(lambda x: x, params)
     del local_params["layers"]["attention"]["balance"]
@@ -59,27 +61,29 @@ def test_all_local_gate_equals_local_model():
         params["layers"]["attention"]["balance"], -2.5
     )
     tokens = tokens_for(cfg)
-    infini, _ = M.sequence_logits(cfg, params, tokens)
-    local, _ = M.sequence_logits(local_cfg, local_params, tokens)
+    infini, _ = model.sequence_logits(cfg, params, tokens)
+    local, _ = model.sequence_logits(local_cfg, local_params, tokens)
     np.testing.assert_allclose(infini, local, atol=1e-5, rtol=1e-5)
     params["layers"]["attention"]["balance"] += 0.5  # g = 0.1: memory now matters
-    assert not np.allclose(M.sequence_logits(cfg, params, tokens)[0], local, atol=1e-3)
+    assert not np.allclose(model.sequence_logits(cfg, params, tokens)[0], local, atol=1e-3)
 
 
 def test_one_segment_with_local_empty_memory_equals_full():
     cfg = small_model(empty_memory="local", segment_len=32)
-    params = M.init_params(cfg, jax.random.key(2))
+    params = model.init_params(cfg, jax.random.key(2))
     full_cfg = dataclasses.replace(cfg, attention="full")
     full_params = jax.tree.map(lambda x: x, params)
     del full_params["layers"]["attention"]["balance"]
     tokens = tokens_for(cfg, segments=1)
-    infini, _ = M.sequence_logits(cfg, params, tokens)
-    full, _ = M.sequence_logits(full_cfg, full_params, tokens)
+    infini, _ = model.sequence_logits(cfg, params, tokens)
+    full, _ = model.sequence_logits(full_cfg, full_params, tokens)
     np.testing.assert_allclose(infini, full, atol=1e-5, rtol=1e-5)
 
 
 def _weighted_loss(cfg, params, tokens, weights):
-    nll, count, _ = M.sequence_loss(cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights)
+    nll, count, _ = model.sequence_loss(
+        cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights
+    )
     return nll.sum() / count.sum()
 
 
@@ -104,7 +108,7 @@ def _first_segment_case(cfg):
 
 def test_gradient_reaches_first_segment_through_memory():
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(3))
+    params = model.init_params(cfg, jax.random.key(3))
     tokens, first_rows = _first_segment_case(cfg)
     full = _grads(cfg, params, tokens)["embed"]["embedding"]
     assert np.abs(np.asarray(full)[first_rows]).min() > 0  # every first-segment token is reached
@@ -121,7 +125,7 @@ def test_truncation_cuts_exactly_at_every_kth_boundary(j):
     """Loss on segment j, cut every k segments: segment 0 is reached iff no cut in 1..j,
     i.e. iff k > j; when it is reached the gradient equals full backprop's."""
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(3))
+    params = model.init_params(cfg, jax.random.key(3))
     tokens, first_rows = _first_segment_case(cfg)
     full = np.asarray(_grads(cfg, params, tokens, j)["embed"]["embedding"])
     for k in (1, 2, 3, 4):
@@ -140,13 +144,13 @@ def test_truncation_equals_a_constant_memory_for_parameters():
     """With a cut before the last segment, its parameter gradient equals the gradient of one
     segment step whose incoming memory is a constant; with full BPTT it does not."""
     cfg = small_model(bptt_segments=3)
-    params = M.init_params(cfg, jax.random.key(6))
+    params = model.init_params(cfg, jax.random.key(6))
     tokens = tokens_for(cfg, seed=7)
     n = cfg.segment_len
-    _, memory = M.sequence_logits(cfg, params, tokens[:, : 3 * n])
+    _, memory = model.sequence_logits(cfg, params, tokens[:, : 3 * n])
 
     def step_loss(params):
-        logits, _ = M.segment_step(cfg, params, tokens[:, 3 * n :], memory)
+        logits, _ = model.segment_step(cfg, params, tokens[:, 3 * n :], memory)
         targets = jnp.roll(tokens, -1, 1)[:, 3 * n :]
         return jnp.mean(
             jax.nn.logsumexp(logits, -1)
@@ -169,13 +173,13 @@ def test_truncation_equals_a_constant_memory_for_parameters():
 
 def test_loss_equals_cross_entropy_of_logits():
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(8))
+    params = model.init_params(cfg, jax.random.key(8))
     tokens = tokens_for(cfg, seed=9)
     mask, ids = packed_extras(cfg)
     targets = jnp.roll(tokens, -1, 1)
-    nll, count, _ = M.sequence_loss(cfg, params, tokens, targets, mask=mask, segment_ids=ids)
+    nll, count, _ = model.sequence_loss(cfg, params, tokens, targets, mask=mask, segment_ids=ids)
     assert nll.shape == (4,)
-    logits, _ = M.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    logits, _ = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
     lg = np.asarray(logits, np.float64)
     logp = (
         lg
@@ -189,21 +193,21 @@ def test_loss_equals_cross_entropy_of_logits():
 
 def test_model_is_causal_through_memory():
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(10))
+    params = model.init_params(cfg, jax.random.key(10))
     tokens = tokens_for(cfg, seed=11, batch=1)
-    base, _ = M.sequence_logits(cfg, params, tokens)
+    base, _ = model.sequence_logits(cfg, params, tokens)
     for t in (3, 8, 20):
-        changed, _ = M.sequence_logits(cfg, params, tokens.at[0, t].add(1))
+        changed, _ = model.sequence_logits(cfg, params, tokens.at[0, t].add(1))
         np.testing.assert_array_equal(changed[:, :t], base[:, :t])
         assert not np.allclose(changed[:, 24:], base[:, 24:])  # reaches the last segment
 
 
 def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
     cfg = small_model(segment_len=4)
-    params = M.init_params(cfg, jax.random.key(12))
+    params = model.init_params(cfg, jax.random.key(12))
     tokens = tokens_for(cfg, seed=13, batch=1, segments=64)
-    ref, ref_mem = M.sequence_logits(cfg, params, tokens)
-    out, mem = M.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
+    ref, ref_mem = model.sequence_logits(cfg, params, tokens)
+    out, mem = model.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
     assert mem.m.dtype == jnp.float32
     out = np.asarray(out)
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(np.asarray(mem.m)))
@@ -215,7 +219,7 @@ def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
 
 def test_remat_policies_give_identical_gradients():
     cfg = small_model()
-    params = M.init_params(cfg, jax.random.key(14))
+    params = model.init_params(cfg, jax.random.key(14))
     tokens = tokens_for(cfg, seed=15)
     ref = _grads(dataclasses.replace(cfg, remat_policy="none"), params, tokens)
     for policy, layers in (("nothing_saveable", True), ("dots_saveable", False)):

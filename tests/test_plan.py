@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 MEASURE = r"""
 import json, sys
 import jax
-from infini_jax import model as M, optim, sharding
+from infini_jax import model, optim, sharding
 from infini_jax.config import load_config, validate
 from infini_jax.train_step import init_state
 
@@ -22,17 +22,18 @@ config = load_config("configs/tiny.py")
 config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
 config.data.batch_size = 8
 cfg = validate(config)
-mesh = sharding.make_mesh(config.mesh)
-tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
+mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
+opt = optim.OptimizerConfig.from_config(config.optimizer)
+tx, _ = optim.make_optimizer(opt, config.total_steps)
 abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
-params_sh = sharding.param_shardings(M.param_logical_axes(cfg), mesh, config)
+params_sh = sharding.param_shardings(model.param_logical_axes(cfg), mesh, config.sharding_rules)
 state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
 state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
 dev = jax.devices()[0]
 def on_device0(tree):
     return sum(s.data.nbytes for leaf in jax.tree.leaves(tree)
                for s in leaf.addressable_shards if s.device == dev)
-json.dump({"parameters": M.count_params(state.params),
+json.dump({"parameters": model.count_params(state.params),
            "param_bytes": on_device0(state.params),
            "opt_bytes": on_device0(state.opt_state),
            "state_bytes": on_device0(state)}, sys.stdout)

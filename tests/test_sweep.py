@@ -11,8 +11,8 @@ import time
 import pytest
 
 from infini_jax.config import ConfigError
-from infini_jax.sweep import apply_overrides, expand, plan_runs, run_name
-from tests.conftest import ROOT, config_path
+from infini_jax.sweep import expand, plan_runs, run_name
+from tests.conftest import ROOT
 from tests.test_train import SMALL
 
 SWEEP = """
@@ -53,10 +53,8 @@ def test_expansion_names_and_bad_overrides(tmp_path):
         "gate=sigmoid,learning_rate=0.01"
     )
     assert run_name({"a.lr": 1, "b.lr": 2}) == "a.lr=1,b.lr=2"  # clashing short names
-    from infini_jax.config import load_config
-
     with pytest.raises(ConfigError, match="sweep override model.nope: config has no field"):
-        apply_overrides(load_config(config_path("tiny.py")), {"model.nope": 1})
+        plan_runs({"base": "configs/tiny.py", "fixed": {"model.nope": 1}}, "/r")
     runs = plan_runs(
         {"base": "configs/tiny.py", "grid": {"optimizer.gate_learning_rate": [1, 2]}}, "/r"
     )

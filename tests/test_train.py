@@ -14,8 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from infini_jax import checkpoint, optim
-from infini_jax import train as T
+from infini_jax import checkpoint, optim, train
 from infini_jax.config import ConfigError, load_config
 from infini_jax.train_step import init_state, train_step
 from tests.conftest import ROOT, config_path, small_model
@@ -181,6 +180,7 @@ def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
 def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
     o = tiny_config.optimizer
     o.warmup_steps, o.learning_rate, o.gate_learning_rate, o.weight_decay = 0, 1e-3, 1e-2, 0.1
+    o = optim.OptimizerConfig.from_config(o)
     tx, schedules = optim.make_optimizer(o, total_steps=100)
     params = init_state(small_model(), optax.identity(), 0).params
     groups = optim.param_groups(params, o)
@@ -202,7 +202,9 @@ def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
 
 def test_non_finite_steps_are_skipped_and_counted(tiny_config):
     cfg = small_model()
-    tx, schedules = optim.make_optimizer(tiny_config.optimizer, 10)
+    tx, schedules = optim.make_optimizer(
+        optim.OptimizerConfig.from_config(tiny_config.optimizer), 10
+    )
     state = init_state(cfg, tx, 0)
     tokens = jnp.zeros((2, 32), jnp.int32)
     batch = {
@@ -230,8 +232,8 @@ def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 20, 1, 1
     config.optimizer.warmup_steps, config.optimizer.max_nonfinite_steps = 0, 2
     config.optimizer.learning_rate, config.optimizer.clip_norm = 1e38, 1e38
-    with pytest.raises(T.TrainingStopped, match="2 non-finite steps in a row"):
-        T.train(config, str(tmp_path))
+    with pytest.raises(train.TrainingStopped, match="2 non-finite steps in a row"):
+        train.train(config, str(tmp_path))
     steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
     assert steps and max(steps) < 20
 
@@ -254,7 +256,7 @@ def test_end_of_run_report(tmp_path):
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
     config.report.passkey_multiples, config.report.passkey_samples = (1, 2), 2
     config.eval_every_steps, config.eval_batches = 3, 2
-    last = T.train(config, str(tmp_path))
+    last = train.train(config, str(tmp_path))
     assert 0 < last["val_loss"] < 10
     summary = last["passkey"]
     assert set(summary["by_length"]) == {"128", "256"}
@@ -277,21 +279,21 @@ def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
 
     base = small(load_config(config_path("tiny.py")))
     base.total_steps = base.checkpoint_every_steps = 2
-    T.train(base, str(tmp_path / "pre"))
+    train.train(base, str(tmp_path / "pre"))
     ft = load_config(config_path("passkey_finetune.py") + ":tiny")
     assert (ft.optimizer.learning_rate, ft.optimizer.gate_learning_rate) == (7.5e-5, 1.5e-4)
     assert ft.data.synthetic.kv_recall_weight == 0 and ft.data.batch_size == 64
     ft = small(ft)
     ft.data.batch_size, ft.total_steps, ft.checkpoint_every_steps = 2, 2, 2
     with pytest.raises(ConfigError, match="config.init_from is empty"):
-        T.train(ft, str(tmp_path / "ft0"))
+        train.train(ft, str(tmp_path / "ft0"))
     ft.init_from = str(tmp_path / "pre")
     ft.optimizer.learning_rate = ft.optimizer.gate_learning_rate = 0.0
-    T.train(ft, str(tmp_path / "ft"))  # LR 0: the parameters must stay the checkpoint's
+    train.train(ft, str(tmp_path / "ft"))  # LR 0: the parameters must stay the checkpoint's
     _, step_pre, pre = checkpoint.load_params(str(tmp_path / "pre"))
     _, step_ft, after = checkpoint.load_params(str(tmp_path / "ft"))
     assert (step_pre, step_ft) == (2, 2)
     jax.tree.map(np.testing.assert_array_equal, pre, after)
     ft.model.num_layers = 3
     with pytest.raises(ConfigError, match=r"model.num_layers: checkpoint 2 vs config 3"):
-        T.train(ft, str(tmp_path / "ft3"))
+        train.train(ft, str(tmp_path / "ft3"))

@@ -7,16 +7,11 @@ Streams `samples_per_cell` passkey documents (or corpus documents) of each lengt
 unused. Infini checkpoints only. Presets: "" and "quick".
 """
 
-from infini_jax.eval.config import base_config
+from infini_jax.eval.config import task_config
 
 
 def get_config(arg=None):
-    c = base_config("memory_stats")
-    c.lengths = (8192,)
-    c.samples_per_cell = 8
-    if arg == "quick":
-        c.lengths = (2048,)
-        c.samples_per_cell = 4
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown preset {arg!r} for memory_stats.py: use '' or 'quick'")
-    return c
+    defaults = {"lengths": (8192,), "samples_per_cell": 8}
+    return task_config(
+        "memory_stats", arg, defaults, quick={"lengths": (2048,), "samples_per_cell": 4}
+    )

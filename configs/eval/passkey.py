@@ -7,15 +7,8 @@ Presets: "" (the seed study's grid: 1K–32K × depths 0–100% step 10 × 20 sa
 (256–4K × 5 depths × 8 samples: a few minutes on CPU for the tiny model).
 """
 
-from infini_jax.eval.config import base_config
+from infini_jax.eval.config import QUICK_GRID, task_config
 
 
 def get_config(arg=None):
-    c = base_config("passkey")
-    if arg == "quick":
-        c.lengths = (256, 1024, 4096)
-        c.depths = (0, 25, 50, 75, 100)
-        c.samples_per_cell = 8
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown preset {arg!r} for passkey.py: use '' or 'quick'")
-    return c
+    return task_config("passkey", arg, defaults={}, quick=QUICK_GRID)

@@ -8,16 +8,11 @@ is unused. Without a corpus: built-in synthetic passkey / key-value documents of
 Does memory help later segments? Compare the two curves. Presets: "" and "quick".
 """
 
-from infini_jax.eval.config import base_config
+from infini_jax.eval.config import task_config
 
 
 def get_config(arg=None):
-    c = base_config("ppl_by_position")
-    c.lengths = (8192,)
-    c.samples_per_cell = 16
-    if arg == "quick":
-        c.lengths = (2048,)
-        c.samples_per_cell = 8
-    elif arg not in (None, ""):
-        raise ValueError(f"unknown preset {arg!r} for ppl_by_position.py: use '' or 'quick'")
-    return c
+    defaults = {"lengths": (8192,), "samples_per_cell": 16}
+    return task_config(
+        "ppl_by_position", arg, defaults, quick={"lengths": (2048,), "samples_per_cell": 8}
+    )

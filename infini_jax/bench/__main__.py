@@ -10,11 +10,11 @@ with the measured ratio and whether it meets the target). Everything compared is
 this one run, on this machine. docs/performance.md explains each figure.
 """
 
-import argparse
+from absl import flags
 
+from infini_jax import cli
 from infini_jax.bench import data as data_bench
-from infini_jax.bench import eval_memory, write_records
-from infini_jax.bench import train_step as ts
+from infini_jax.bench import eval_memory, train_speed, write_records
 from infini_jax.bench.peak import matmul_peak
 
 QUICK = dict(
@@ -43,11 +43,11 @@ def memory_records(lengths: list[int], config: str) -> list[dict]:
     for seq in lengths:
         for kind in ("full", "local", "infini"):
             c = (
-                ts.bench_config(kind, seq)
+                train_speed.bench_config(kind, seq)
                 if config == "bench"
-                else ts.file_config(config, kind, seq)
+                else train_speed.file_config(config, kind, seq)
             )
-            *_, compile_s, memory = ts.compile_step(c)
+            *_, compile_s, memory = train_speed.compile_step(c)
             r = {"bench": "memory", "attention": kind, "seq_len": seq, "memory_bytes": memory}
             r.update(compile_s=compile_s, layers=c.model.num_layers)
             print(f"memory {kind:>6} {seq:>6} tokens: {memory / 2**20:>9,.0f} MiB", flush=True)
@@ -60,11 +60,11 @@ def compile_records(layers: list[int], config: str, seq: int = 2048) -> list[dic
     out = []
     for n in layers:
         c = (
-            ts.bench_config("infini", seq, n)
+            train_speed.bench_config("infini", seq, n)
             if config == "bench"
-            else ts.file_config(config, "infini", seq, n)
+            else train_speed.file_config(config, "infini", seq, n)
         )
-        *_, compile_s, _ = ts.compile_step(c)
+        *_, compile_s, _ = train_speed.compile_step(c)
         print(f"compile infini {n:>3} layers: {compile_s:.1f} s", flush=True)
         out.append(
             {
@@ -159,47 +159,57 @@ def targets(records: list[dict]) -> list[dict]:
     return out
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench")
-    parser.add_argument("--quick", action="store_true", help="CPU-sized subset (< 5 min)")
-    parser.add_argument("--output", required=True, help="directory for results.json")
-    parser.add_argument("--config", default="bench", help="'bench' model or a config file")
-    parser.add_argument("--skip", default="", help="comma-separated: eval_memory,data,...")
-    for name in ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths"):
-        parser.add_argument(f"--{name}", default="", help="comma-separated; overrides the grid")
-    args = parser.parse_args(argv)
-    grid = dict(QUICK if args.quick else FULL)
-    for name in ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths"):
-        if getattr(args, name):
-            grid[name] = [int(x) for x in getattr(args, name).split(",")]
-    skip = set(filter(None, args.skip.split(",")))
+GRID_FLAGS = ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths")
+
+
+def run_all(grid: dict, config: str, skip: set[str], output: str) -> list[dict]:
+    """Every benchmark of `grid` not in `skip`; writes output/results.json; returns the records."""
     peak = matmul_peak()
     print(f"peak: {peak['device']} {peak['dtype']} matmul {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s")
     records = [peak]
     if "train_step" not in skip:
         for seq in grid["lengths"]:
             kinds = ["full"] if seq in grid["full_lengths"] else []
-            records += ts.run(
-                kinds + ["local", "infini"], [seq], peak["flops_per_s"], args.config, grid["steps"]
+            records += train_speed.run(
+                kinds + ["local", "infini"], [seq], peak["flops_per_s"], config, grid["steps"]
             )
     if "memory" not in skip:
-        records += memory_records(grid["memory_lengths"], args.config)
+        records += memory_records(grid["memory_lengths"], config)
     if "compile" not in skip:
-        records += compile_records(grid["layers"], args.config)
+        records += compile_records(grid["layers"], config)
     if "eval_memory" not in skip:
-        lengths = ",".join(map(str, grid["eval_lengths"]))
-        records += eval_memory.main([f"--lengths={lengths}"])
+        records += eval_memory.measure(grid["eval_lengths"])
     if "data" not in skip:
-        records += data_bench.main([f"--seconds={grid['data_seconds']}"])
+        records += data_bench.measure("configs/llama_300m_infini.py", grid["data_seconds"])
     records += targets(records)
     print("\n| target | measured | met | |\n|---|---:|---|---|")
     for t in (r for r in records if r["bench"] == "target"):
         print(
             f"| {t['target']} | {t['value']:.3g} | {'yes' if t['met'] else 'no'} | {t['detail']} |"
         )
-    path = write_records(args.output, "results.json", records)
+    path = write_records(output, "results.json", records)
     print(f"wrote {path} ({len(records)} records)")
     return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    flags.DEFINE_bool("quick", False, "CPU-sized subset (< 5 min).")
+    flags.DEFINE_string("output", None, "Directory for results.json.")
+    flags.DEFINE_string("config", "bench", "'bench' model or a config file.")
+    flags.DEFINE_list("skip", [], "Benchmarks to skip: train_step,memory,compile,eval_memory,data.")
+    for name in GRID_FLAGS:
+        flags.DEFINE_list(name, [], "Overrides the grid's list (comma-separated integers).")
+
+    def run(_):
+        f = flags.FLAGS
+        cli.require("output")
+        grid = dict(QUICK if f.quick else FULL)
+        for name in GRID_FLAGS:
+            if f[name].value:
+                grid[name] = [int(x) for x in f[name].value]
+        run_all(grid, f.config, set(f.skip), f.output)
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -10,23 +10,23 @@ bound on the pipeline's headroom. It also prints the per-chip rate the pipeline 
 feed an H100 or TPU v5p at 40% MFU.
 """
 
-import argparse
+import dataclasses
 import os
 import tempfile
 import time
 
 import numpy as np
 
+from infini_jax.accelerators import BY_NAME
 from infini_jax.bench import write_records
 from infini_jax.config import load_config, validate
 from infini_jax.data import pipeline, prepare, tokenizer
+from infini_jax.data.config import DataConfig
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import measured_matmul_flops
 
-PEAKS = {"H100 bf16": 989e12, "TPU v5p bf16": 459e12}  # datasheet dense peaks
 
-
-def pipeline_rate(data, tok_path: str, batch: int, seconds: float) -> float:
+def pipeline_rate(data: DataConfig, tok_path: str, batch: int, seconds: float) -> float:
     it = iter(pipeline.make_dataset(data, tokenizer_path=tok_path, seed=0, batch_size=batch))
     next(it)  # warm up
     tokens, start = 0, time.perf_counter()
@@ -53,33 +53,30 @@ def write_corpus(directory: str, tok_path: str, files: int = 4, docs: int = 400)
     return os.path.join(out, "*.array_record")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench.data")
-    parser.add_argument("--config", default="configs/llama_300m_infini.py")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--output", default=None, help="directory for results.json")
-    args = parser.parse_args(argv)
+def measure(config_path: str, seconds: float) -> list[dict]:
+    """Pins this process to one core; one record per source; prints the table."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    config = load_config(args.config)
-    cfg = validate(config)
-    seq, batch = config.data.seq_len, config.data.batch_size
+    config = load_config(config_path)
+    model_cfg = validate(config)
+    data_cfg = DataConfig.from_config(config.data)
+    seq, batch = data_cfg.seq_len, data_cfg.batch_size
+    flops_tok = flops_per_token(model_cfg, seq)
     peak = measured_matmul_flops(n=2048, repeats=10)
-    step_rate = peak / flops_per_token(cfg, seq)
+    step_rate = peak / flops_tok
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        tok = tokenizer.default_tokenizer(tmp, config.data.synthetic.tokenizer_vocab_size)
+        tok = tokenizer.default_tokenizer(tmp, data_cfg.synthetic.tokenizer_vocab_size)
         for name, source in (
             ("synthetic", "synthetic"),
             ("array_record", write_corpus(tmp, tok.path)),
         ):
-            data = config.data.copy_and_resolve_references()
-            data.source, data.weights = source, ""
-            rate = pipeline_rate(data, tok.path, batch, args.seconds)
+            data = dataclasses.replace(data_cfg, source=source, weights="")
+            rate = pipeline_rate(data, tok.path, batch, seconds)
             records.append(
                 {
                     "bench": "data",
-                    "attention": cfg.attention,
+                    "attention": model_cfg.attention,
                     "source": name,
                     "seq_len": seq,
                     "batch": batch,
@@ -90,8 +87,8 @@ def main(argv=None):
                 }
             )
     print(
-        f"config {args.config}: batch {batch} x {seq}, {flops_per_token(cfg, seq):.3g} "
-        f"FLOPs/token; matmul on this device {peak / 1e9:.0f} GFLOP/s; one CPU core"
+        f"config {config_path}: batch {batch} x {seq}, {flops_tok:.3g} FLOPs/token; matmul on "
+        f"this device {peak / 1e9:.0f} GFLOP/s; one CPU core"
     )
     print(f"{'source':<14}{'pipeline tok/s':>16}{'step tok/s (max)':>18}{'headroom':>10}")
     for r in records:
@@ -99,16 +96,31 @@ def main(argv=None):
             f"{r['source']:<14}{r['tokens_per_s']:>16,.0f}"
             f"{r['step_tokens_per_s_upper_bound']:>18,.1f}{r['headroom']:>9,.0f}x"
         )
-    for chip, chip_peak in PEAKS.items():
-        need = 0.4 * chip_peak / flops_per_token(cfg, seq)
+    for name in ("h100", "v5p"):
+        need = 0.4 * BY_NAME[name].bf16_flops / flops_tok
         cores = need / min(r["tokens_per_s"] for r in records)
         print(
-            f"to feed one {chip} at 40% MFU: {need:,.0f} tok/s per chip "
+            f"to feed one {name} at 40% MFU: {need:,.0f} tok/s per chip "
             f"= {cores:.1f} pipeline cores (data.worker_count) per chip"
         )
-    if args.output:
-        write_records(args.output, "data.json", records)
     return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    from absl import flags
+
+    from infini_jax import cli
+
+    flags.DEFINE_string("config", "configs/llama_300m_infini.py", "Config file[:preset].")
+    flags.DEFINE_float("seconds", 5.0, "Seconds to time each source.")
+    flags.DEFINE_string("output", None, "Directory for data.json.")
+
+    def run(_):
+        records = measure(flags.FLAGS.config, flags.FLAGS.seconds)
+        if flags.FLAGS.output:
+            write_records(flags.FLAGS.output, "data.json", records)
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ peak resident set (VmHWM) and wall time. The table compares each peak with the s
 length's; the target is ≤ 1.2× at 1M tokens vs 8K.
 """
 
-import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,16 +30,15 @@ def _peak_rss_bytes() -> int:
 def _child(length: int) -> dict:
     import jax
 
-    from infini_jax import model as M
-    from infini_jax.config import load_config, validate
+    from infini_jax import model
+    from infini_jax.config import load_preset, validate
     from infini_jax.eval.engine import Engine
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cfg = validate(load_config(os.path.join(root, "configs", "tiny.py")))
-    params = M.init_params(cfg, jax.random.key(0))
+    model_cfg = validate(load_preset("tiny"))
+    params = model.init_params(model_cfg, jax.random.key(0))
     rng = np.random.default_rng(0)
-    tokens = rng.integers(4, cfg.vocab_size, size=length, dtype=np.int32)
-    engine = Engine(cfg, params, chunk_segments=16)
+    tokens = rng.integers(4, model_cfg.vocab_size, size=length, dtype=np.int32)
+    engine = Engine(model_cfg, params, chunk_segments=16)
     engine.run([tokens[:2048]], [np.asarray([2046])])  # compile outside the timing
     t0 = time.perf_counter()
     out = engine.run([tokens], [np.arange(length - 6, length - 1)])
@@ -49,7 +46,7 @@ def _child(length: int) -> dict:
     assert np.all(np.isfinite(out.logprob[0]))
     return {
         "bench": "eval_memory",
-        "attention": cfg.attention,
+        "attention": model_cfg.attention,
         "seq_len": length,
         "peak_rss_bytes": _peak_rss_bytes(),
         "seconds": seconds,
@@ -57,21 +54,14 @@ def _child(length: int) -> dict:
     }
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench.eval_memory")
-    parser.add_argument("--lengths", default="8192,65536,1048576")
-    parser.add_argument("--output", default="")
-    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(_child(args.child)))
-        return []
+def measure(lengths: list[int]) -> list[dict]:
+    """One record per length, each measured in a fresh process; prints the table."""
     records = []
-    for length in [int(x) for x in args.lengths.split(",")]:
+    for length in lengths:
         cmd = [sys.executable, "-m", "infini_jax.bench.eval_memory", f"--child={length}"]
         r = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if r.returncode:
-            sys.exit(f"length {length} failed:\n{r.stderr[-2000:]}")
+            raise RuntimeError(f"eval_memory at {length} tokens failed:\n{r.stderr[-2000:]}")
         records.append(json.loads(r.stdout.strip().splitlines()[-1]))
     base = records[0]["peak_rss_bytes"]
     print(f"{'tokens':>9} {'peak RSS MiB':>13} {'vs first':>9} {'tokens/s':>10}")
@@ -81,9 +71,28 @@ def main(argv=None) -> list[dict]:
             f"{rec['seq_len']:>9} {rec['peak_rss_bytes'] / 2**20:>13.0f} "
             f"{rec['peak_vs_first']:>8.3f}x {rec['tokens_per_s']:>10.0f}"
         )
-    if args.output:
-        write_records(args.output, "eval_memory.json", records)
     return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    from absl import flags
+
+    from infini_jax import cli
+
+    flags.DEFINE_list("lengths", ["8192", "65536", "1048576"], "Context lengths in tokens.")
+    flags.DEFINE_string("output", "", "Directory for eval_memory.json ('' = none).")
+    flags.DEFINE_integer("child", 0, "Internal: measure this one length and print JSON.")
+
+    def run(_):
+        f = flags.FLAGS
+        if f.child:
+            print(json.dumps(_child(f.child)))
+            return
+        records = measure([int(x) for x in f.lengths])
+        if f.output:
+            write_records(f.output, "eval_memory.json", records)
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

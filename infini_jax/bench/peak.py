@@ -6,8 +6,6 @@ Compute dtype default: float32 on CPU (bf16 matmuls are slower there), bfloat16 
 The matmul accumulates in float32 (`preferred_element_type`), as the model's do.
 """
 
-import argparse
-
 import jax
 
 from infini_jax.metrics import measured_matmul_flops
@@ -34,14 +32,19 @@ def matmul_peak(dtype: str | None = None, n: int | None = None, repeats: int | N
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench.peak")
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--n", type=int, default=None)
-    args = parser.parse_args(argv)
-    r = matmul_peak(args.dtype, args.n)
-    print(f"{r['device']}: {r['dtype']} {r['n']}³ matmul {r['flops_per_s'] / 1e9:,.1f} GFLOP/s")
-    return r
+def main(argv: list[str] | None = None) -> None:
+    from absl import flags
+
+    from infini_jax import cli
+
+    flags.DEFINE_string("dtype", None, "float32 or bfloat16 (default: by platform).")
+    flags.DEFINE_integer("n", None, "Matrix size (default: by platform).")
+
+    def run(_):
+        r = matmul_peak(flags.FLAGS.dtype, flags.FLAGS.n)
+        print(f"{r['device']}: {r['dtype']} {r['n']}³ matmul {r['flops_per_s'] / 1e9:,.1f} GFLOP/s")
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

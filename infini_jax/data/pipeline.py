@@ -22,18 +22,16 @@ import os
 from typing import Any
 
 import grain
-import ml_collections
 import numpy as np
 from absl import flags
 from jax.experimental import multihost_utils
 
 from infini_jax.data import synthetic
+from infini_jax.data.config import DataConfig, SyntheticConfig
 from infini_jax.data.prepare import decode_record
-from infini_jax.data.sources import DataError
 from infini_jax.data.tokenizer import EOS_ID, Tokenizer, default_tokenizer
+from infini_jax.errors import DataError
 
-PACKING = ("concat", "padding")
-HOST_SHARDING = ("replicated", "sharded")
 SPLITS = ("train", "validation")
 SYNTHETIC_DOCS = 1 << 31  # the synthetic corpus is indexed, effectively endless
 
@@ -42,8 +40,8 @@ class SyntheticSource:
     """Random-access synthetic documents: document i depends only on (seed, i); picklable
     (the tokenizer is loaded lazily in each worker process)."""
 
-    def __init__(self, tokenizer_path: str, seed: int, cfg: ml_collections.ConfigDict):
-        self.tokenizer_path, self.seed, self.cfg = tokenizer_path, seed, cfg.to_dict()
+    def __init__(self, tokenizer_path: str, seed: int, syn: SyntheticConfig):
+        self.tokenizer_path, self.seed, self.syn = tokenizer_path, seed, syn
         self._tasks = None
 
     def __len__(self) -> int:
@@ -52,18 +50,18 @@ class SyntheticSource:
     def __getitem__(self, i: int) -> np.ndarray:
         if self._tasks is None:
             self._tasks = synthetic.SyntheticTasks(
-                Tokenizer(self.tokenizer_path).encode, self.cfg["key_digits"]
+                Tokenizer(self.tokenizer_path).encode, self.syn.key_digits
             )
-        c = self.cfg
+        syn = self.syn
         rng = np.random.default_rng([self.seed, int(i)])
-        weights = np.asarray([c["passkey_weight"], c["kv_recall_weight"]], np.float64)
+        weights = np.asarray([syn.passkey_weight, syn.kv_recall_weight], np.float64)
         task = synthetic.TASKS[rng.choice(2, p=weights / weights.sum())]
-        length = int(rng.integers(c["min_length"], c["max_length"] + 1)) - 1  # room for EOS
+        length = int(rng.integers(syn.min_length, syn.max_length + 1)) - 1  # room for EOS
         doc = self._tasks.sample(rng, task, length)
         return np.append(doc.tokens, np.int32(EOS_ID)).astype(np.int32)
 
 
-def check_synthetic_lengths(syn: ml_collections.ConfigDict, tokenizer_path: str) -> None:
+def check_synthetic_lengths(syn: SyntheticConfig, tokenizer_path: str) -> None:
     """Start-up check: the shortest configured document must fit every task's fixed parts."""
     tasks = synthetic.SyntheticTasks(Tokenizer(tokenizer_path).encode, syn.key_digits)
     for task in synthetic.TASKS:
@@ -113,7 +111,7 @@ class _Split:
 
 
 def _documents(
-    spec: str, data: ml_collections.ConfigDict, tokenizer_path: str, seed: int, split: str
+    spec: str, data: DataConfig, tokenizer_path: str, seed: int, split: str
 ) -> grain.MapDataset:
     """One source of int32 token arrays (EOS-terminated documents) for one split."""
     if spec == "synthetic":
@@ -160,7 +158,7 @@ def _final(ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def make_dataset(
-    data: ml_collections.ConfigDict,
+    data: DataConfig,
     *,
     tokenizer_path: str,
     seed: int,
@@ -178,13 +176,7 @@ def make_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    specs = [s for s in data.source.split(",") if s]
-    weights = [float(w) for w in data.weights.split(",")] if data.weights else None
-    if weights is not None and len(weights) != len(specs):
-        raise DataError(
-            f"data.weights has {len(weights)} entries for {len(specs)} sources in "
-            "data.source; give one weight per source"
-        )
+    specs, weights = data.sources, data.mixture_weights
     sharded = data.host_sharding == "sharded"
     parts = []
     for k, spec in enumerate(specs):
@@ -275,9 +267,7 @@ def _allgather_json(obj) -> list:
     ]
 
 
-def resolve_tokenizer(
-    data: ml_collections.ConfigDict, workdir: str, vocab_size: int, seed: int
-) -> Tokenizer:
+def resolve_tokenizer(data: DataConfig, workdir: str, vocab_size: int, seed: int) -> Tokenizer:
     """The configured tokenizer (or the built-in one), checked against the model's vocab."""
     tok = (
         Tokenizer(data.tokenizer)

@@ -9,7 +9,6 @@ shards, and a reader never sees a half-written one. `DIR/manifest.json` records 
 tokenizer and what reading skipped.
 """
 
-import argparse
 import dataclasses
 import json
 import multiprocessing
@@ -21,7 +20,7 @@ from array_record.python import array_record_module
 from tqdm import tqdm
 
 from infini_jax.data import sources
-from infini_jax.data.tokenizer import Tokenizer, TokenizerError
+from infini_jax.data.tokenizer import Tokenizer
 
 DTYPE = "<i4"
 
@@ -100,36 +99,39 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.data.prepare")
-    parser.add_argument("--input", required=True, help="glob(s) of input files, comma-separated")
-    parser.add_argument("--tokenizer", required=True, help="sentencepiece .model file")
-    parser.add_argument("--output", required=True, help="output directory for the shards")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
-    parser.add_argument("--format", choices=sources.FORMATS, default=None, help="force a format")
-    parser.add_argument("--text_field", default="text", help="JSONL / Parquet text field")
-    args = parser.parse_args(argv)
-    try:
-        manifest = prepare(
-            args.input, args.tokenizer, args.output, args.workers, args.format, args.text_field
+    from absl import flags
+
+    from infini_jax import cli
+
+    flags.DEFINE_string("input", None, "Glob(s) of input files, comma-separated.")
+    flags.DEFINE_string("tokenizer", None, "sentencepiece .model file.")
+    flags.DEFINE_string("output", None, "Output directory for the shards.")
+    flags.DEFINE_integer("workers", 0, "Processes (0 = one per core).")
+    flags.DEFINE_enum("format", None, sources.FORMATS, "Force a format (default: by extension).")
+    flags.DEFINE_string("text_field", "text", "JSONL / Parquet text field.")
+
+    def run(_):
+        f = flags.FLAGS
+        cli.require("input", "tokenizer", "output")
+        manifest = prepare(f.input, f.tokenizer, f.output, f.workers, f.format, f.text_field)
+        done = [s for s in manifest["shards"] if "tokens" in s]
+        keys = (
+            "documents",
+            "tokens",
+            "empty_files",
+            "empty_documents",
+            "bad_json_lines",
+            "missing_field",
+            "undecodable",
         )
-    except (sources.DataError, TokenizerError) as e:
-        sys.exit(f"error: {e}")
-    done = [s for s in manifest["shards"] if "tokens" in s]
-    keys = (
-        "documents",
-        "tokens",
-        "empty_files",
-        "empty_documents",
-        "bad_json_lines",
-        "missing_field",
-        "undecodable",
-    )
-    totals = {k: sum(s.get(k, 0) for s in done) for k in keys}
-    print(
-        f"wrote {len(manifest['shards'])} shards to {args.output} "
-        f"({len(manifest['shards']) - len(done)} already done): "
-        + ", ".join(f"{k}={v}" for k, v in totals.items())
-    )
+        totals = {k: sum(s.get(k, 0) for s in done) for k in keys}
+        print(
+            f"wrote {len(manifest['shards'])} shards to {f.output} "
+            f"({len(manifest['shards']) - len(done)} already done): "
+            + ", ".join(f"{k}={v}" for k, v in totals.items())
+        )
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 
+from infini_jax.errors import DataError
+
 FORMATS = ("text", "jsonl", "parquet")
-
-
-class DataError(ValueError):
-    """Unusable data input; the message names the file and what to do."""
 
 
 @dataclasses.dataclass

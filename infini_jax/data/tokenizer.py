@@ -6,7 +6,6 @@ Ids are explicit: pad = 0 (also grain's packing pad), unk = 1, bos = 2, eos = 3.
 split into single tokens (keys and numbers stay readable digit by digit), bytes fall back.
 """
 
-import argparse
 import io
 import os
 import sys
@@ -17,12 +16,9 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from infini_jax.data import sources, synthetic
+from infini_jax.errors import TokenizerError
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file that cannot be used; the message says which and what to do."""
 
 
 class Tokenizer:
@@ -109,27 +105,33 @@ def default_tokenizer(workdir: str, vocab_size: int, seed: int = 0) -> Tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.data.tokenizer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a sentencepiece model on text files")
-    t.add_argument("--input", required=True, help="glob(s) of text/JSONL/Parquet, comma-separated")
-    t.add_argument("--vocab_size", type=int, default=32000)
-    t.add_argument("--output", required=True, help="where to write the .model file")
-    t.add_argument("--text_field", default="text", help="JSONL / Parquet field with the text")
-    args = parser.parse_args(argv)
-    try:
+    from absl import flags
+
+    from infini_jax import cli
+
+    flags.DEFINE_string("input", None, "train: glob(s) of text/JSONL/Parquet, comma-separated.")
+    flags.DEFINE_integer("vocab_size", 32000, "train: vocabulary size.")
+    flags.DEFINE_string("output", None, "train: where to write the .model file.")
+    flags.DEFINE_string("text_field", "text", "train: JSONL / Parquet field with the text.")
+
+    def run(args):
+        f = flags.FLAGS
+        if args[1:] != ["train"]:
+            raise TokenizerError(f"unknown command {' '.join(args[1:])!r}; the command is 'train'")
+        cli.require("input", "output")
         stats = sources.ReadStats()
         texts = (
             doc
-            for path in sources.expand(args.input)
-            for doc in sources.read_documents(path, text_field=args.text_field, stats=stats)
+            for path in sources.expand(f.input)
+            for doc in sources.read_documents(path, text_field=f.text_field, stats=stats)
         )
-        tok = train(texts, args.vocab_size, args.output)
-    except (sources.DataError, TokenizerError) as e:
-        sys.exit(f"error: {e}")
-    except RuntimeError as e:  # sentencepiece: e.g. vocab_size larger than the corpus allows
-        sys.exit(f"error: sentencepiece could not train on {args.input}: {e}")
-    print(f"wrote {args.output}: {tok.vocab_size} tokens; read {stats.summary()}")
+        try:
+            tok = train(texts, f.vocab_size, f.output)
+        except RuntimeError as e:  # sentencepiece: e.g. vocab_size larger than the corpus allows
+            raise TokenizerError(f"sentencepiece could not train on {f.input}: {e}") from None
+        print(f"wrote {f.output}: {tok.vocab_size} tokens; read {stats.summary()}")
+
+    cli.run(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,21 @@
-"""Evaluation configs: the fields every task shares, and their validation.
+"""Evaluation configs: the fields every task shares, the shared presets, and their check.
 
-`configs/eval/<task>.py` start from `base_config(task)` and set their own defaults.
+`configs/eval/<task>.py` call `task_config(task, arg, ...)` with their own defaults and the
+values of their "quick" CPU preset.
 """
 
 import ml_collections
 
-from infini_jax.config import ConfigError
+from infini_jax.config import override, preset
+from infini_jax.errors import check, check_choice, check_positive_ints, is_int
+from infini_jax.sharding import MeshConfig
 
 TASKS = ("passkey", "niah", "ppl_by_position", "memory_stats")
+QUICK_GRID = {  # the retrieval tasks' "quick" preset: a few minutes on CPU for the tiny model
+    "lengths": (256, 1024, 4096),
+    "depths": (0, 25, 50, 75, 100),
+    "samples_per_cell": 8,
+}
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -32,27 +40,31 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     return c
 
 
-def _fail(message: str) -> None:
-    raise ConfigError(message)
+def task_config(
+    task: str, arg: str | None, defaults: dict, quick: dict
+) -> ml_collections.ConfigDict:
+    """`base_config(task)` with the task's `defaults`, then preset `arg`: "" or "quick"."""
+    config = override(base_config(task), defaults)
+    return preset(config, arg, {"": {}, "quick": quick}, f"{task}.py")
 
 
 def validate_eval(c: ml_collections.ConfigDict) -> None:
     """One `ConfigError` line for the first bad field."""
-    if c.task not in TASKS:
-        _fail(f"config.task={c.task!r} is not one of {TASKS}")
+    check_choice(c.task, TASKS, "task")
     lengths = tuple(c.lengths)
-    if not lengths or not all(isinstance(n, int) and n > 0 for n in lengths):
-        _fail(f"config.lengths={lengths!r} must be positive integers, e.g. '(1024,4096)'")
+    check(
+        bool(lengths) and all(is_int(n) and n > 0 for n in lengths),
+        f"config.lengths={lengths!r} must be positive integers, e.g. '(1024,4096)'",
+    )
     depths = tuple(c.depths)
-    if not depths or not all(isinstance(d, int) and 0 <= d <= 100 for d in depths):
-        _fail(f"config.depths={depths!r} must be integer percentages in [0, 100]")
-    for name in ("samples_per_cell", "key_digits", "batch_size", "chunk_segments"):
-        value = c[name]
-        if not (isinstance(value, int) and value > 0):
-            _fail(f"config.{name}={value!r} must be a positive integer")
-    if not (isinstance(c.full_context, int) and c.full_context >= 0):
-        _fail(f"config.full_context={c.full_context!r} must be 0 (whole sample) or a length")
-    for axis in ("data", "fsdp", "tensor"):
-        size = c.mesh[axis]
-        if not (isinstance(size, int) and (size > 0 or size == -1)):
-            _fail(f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)")
+    check(
+        bool(depths) and all(is_int(d) and 0 <= d <= 100 for d in depths),
+        f"config.depths={depths!r} must be integer percentages in [0, 100]",
+    )
+    names = ("samples_per_cell", "key_digits", "batch_size", "chunk_segments")
+    check_positive_ints({k: c[k] for k in names}, "")
+    check(
+        is_int(c.full_context) and c.full_context >= 0,
+        f"config.full_context={c.full_context!r} must be 0 (whole sample) or a length",
+    )
+    MeshConfig.from_config(c.mesh)

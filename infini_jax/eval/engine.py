@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax import model as M
+from infini_jax import model, ops
 from infini_jax.model_config import ModelConfig
 from infini_jax.sharding import BATCH
 
@@ -56,18 +56,18 @@ class Streamed:
     offset: np.ndarray
 
 
-def eval_config(cfg: ModelConfig, full_context: int) -> ModelConfig:
+def eval_config(model_cfg: ModelConfig, full_context: int) -> ModelConfig:
     """The config the engine runs: a "full" model with a context limit becomes windows of it."""
-    if cfg.attention == "full" and full_context > 0:
-        return dataclasses.replace(cfg, attention="local", segment_len=full_context)
-    return cfg
+    if model_cfg.attention == "full" and full_context > 0:
+        return dataclasses.replace(model_cfg, attention="local", segment_len=full_context)
+    return model_cfg
 
 
 class Engine:
     """Streams batches of long samples through one model.
 
     Args:
-      cfg: the model. params: its parameters (placed on `mesh` if given).
+      model_cfg: the model. params: its parameters (placed on `mesh` if given).
       mesh: samples are split over its `data` × `fsdp` axes (the batch must divide); None = the
         default device.
       chunk_segments: windows per jitted call (more = fewer dispatches, more device memory).
@@ -78,7 +78,7 @@ class Engine:
 
     def __init__(
         self,
-        cfg: ModelConfig,
+        model_cfg: ModelConfig,
         params,
         *,
         mesh: Mesh | None = None,
@@ -87,38 +87,24 @@ class Engine:
         full_context: int = 0,
         memory_stats: bool = False,
     ):
-        self.model_cfg = cfg
-        self.cfg = eval_config(cfg, full_context)
+        self.model_cfg = eval_config(model_cfg, full_context)  # the config the loop runs
         self.params = params
         self.mesh = mesh
         self.chunk_segments = chunk_segments
-        self.reset_memory = reset_memory and self.cfg.attention == "infini"
-        self.memory_stats = memory_stats and self.cfg.attention == "infini"
-        self.align_end = cfg.attention == "full" and full_context > 0
+        self.reset_memory = reset_memory and self.model_cfg.attention == "infini"
+        self.memory_stats = memory_stats and self.model_cfg.attention == "infini"
+        self.align_end = model_cfg.attention == "full" and full_context > 0
         self._chunk = jax.jit(self._chunk_fn, donate_argnums=1)
 
     def window(self, length: int) -> int:
-        return length if self.cfg.attention == "full" else self.cfg.segment_len
+        return length if self.model_cfg.attention == "full" else self.model_cfg.segment_len
 
     def _chunk_fn(self, params, memory, tokens, targets, valid):
         """One chunk `[batch, chunk]` → (memory, per-token and per-window figures)."""
-        cfg = self.cfg
-        b, t = tokens.shape
-        n = self.window(t)
-        s = t // n
 
-        def split(x):
-            return jnp.swapaxes(x.reshape(b, s, n), 0, 1)
-
-        def body(mem, xs):
-            seg_tokens, seg_targets, seg_valid, seg_mask = xs
-            if self.reset_memory:
-                mem = M.init_memory(cfg, b)
-            logits, mem = M.segment_step(cfg, params, seg_tokens, mem, seg_mask)
-            logz = jax.nn.logsumexp(logits, axis=-1)
-            gold = jnp.take_along_axis(logits, seg_targets[..., None], axis=-1)[..., 0]
-            logp = gold - logz
-            w = seg_valid.astype(jnp.float32)
+        def per_segment(logits, ex, mem):
+            logp = model.token_logprob(logits, ex["targets"])
+            w = ex["valid"].astype(jnp.float32)
             out = {
                 "logprob": logp,
                 "argmax": jnp.argmax(logits, -1).astype(jnp.int32),
@@ -126,15 +112,21 @@ class Engine:
                 "count": jnp.sum(w, axis=-1),
             }
             if self.memory_stats:
-                out["memory_norm"] = jnp.mean(jnp.sqrt(jnp.sum(mem.m**2, axis=(-2, -1))), -1).T
-                out["memory_z"] = jnp.mean(jnp.sum(mem.z, axis=-1), axis=-1).T
-            return mem, out
+                out["memory_norm"], out["memory_z"] = (x.T for x in ops.memory_stats(mem))
+            return out
 
-        mask = tokens >= 0
-        xs = (split(jnp.maximum(tokens, 0)), split(targets), split(valid), split(mask))
-        memory, outs = jax.lax.scan(body, memory, xs)
-        per_token = {k: jnp.swapaxes(outs[k], 0, 1).reshape(b, t) for k in ("logprob", "argmax")}
-        per_window = {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items() if k not in per_token}
+        extras = {"targets": targets, "valid": valid, "mask": tokens >= 0}
+        outs, memory = model.scan_segments(
+            self.model_cfg,
+            params,
+            per_segment,
+            jnp.maximum(tokens, 0),
+            extras,
+            memory,
+            reset_memory=self.reset_memory,
+        )
+        per_token = {k: ops.merge_segments(outs.pop(k)) for k in ("logprob", "argmax")}
+        per_window = {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items()}
         return memory, {**per_token, **per_window}
 
     def _put(self, x: np.ndarray, spec=BATCH) -> jax.Array:
@@ -151,12 +143,12 @@ class Engine:
         return jax.tree.map(np.asarray, tree)
 
     def _init_memory(self, batch: int):
-        mem = M.init_memory(self.cfg, batch)
+        mem = model.init_memory(self.model_cfg, batch)
         if mem is None or self.mesh is None:
             return mem
         spec = PartitionSpec(None, BATCH[0])
         return jax.jit(
-            lambda: M.init_memory(self.cfg, batch),
+            lambda: model.init_memory(self.model_cfg, batch),
             out_shardings=jax.tree.map(lambda _: NamedSharding(self.mesh, spec), mem),
         )()
 
@@ -175,7 +167,7 @@ class Engine:
         n = self.window(length)
         padded = -(-length // n) * n
         offsets = np.asarray([padded - len(x) if self.align_end else 0 for x in samples])
-        chunk = n * (self.chunk_segments if self.cfg.attention != "full" else 1)
+        chunk = n * (self.chunk_segments if self.model_cfg.attention != "full" else 1)
         total = -(-padded // chunk) * chunk
         tokens = np.full((b, total + 1), -1, np.int32)  # -1 = padding
         for r, x in enumerate(samples):
@@ -223,7 +215,7 @@ class Engine:
     def memory_after(self, tokens: np.ndarray):
         """The memory after streaming `tokens` `[batch, n]` (no padding), for generation."""
         b, n = tokens.shape
-        chunk = self.cfg.segment_len * self.chunk_segments
+        chunk = self.model_cfg.segment_len * self.chunk_segments
         padded = np.full((b, -(-n // chunk) * chunk), -1, np.int32)
         padded[:, :n] = tokens
         zeros = np.zeros((b, chunk), np.int32)

@@ -11,9 +11,9 @@ from infini_jax.eval import plots
 from infini_jax.model_config import ModelConfig
 
 
-def gate_records(cfg: ModelConfig, params) -> list[dict]:
+def gate_records(model_cfg: ModelConfig, params) -> list[dict]:
     """g(b) of every layer and head of an infini model."""
-    g = np.asarray(ops.gate_value(params["layers"]["attention"]["balance"], cfg.gate))
+    g = np.asarray(ops.gate_value(params["layers"]["attention"]["balance"], model_cfg.gate))
     return [
         {"task": "memory_stats", "kind": "gate", "layer": i, "head": h, "gate": float(g[i, h])}
         for i in range(g.shape[0])
@@ -62,7 +62,7 @@ def _retrieval_plots(output: str, summary: dict, title: str) -> list[str]:
 def write(
     output: str,
     c: ml_collections.ConfigDict,
-    cfg: ModelConfig,
+    model_cfg: ModelConfig,
     records: list[dict],
     summary: dict,
 ) -> None:
@@ -71,7 +71,7 @@ def write(
             f.write(json.dumps(r) + "\n")
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    title = f"{c.task}: {cfg.attention}" + (" (memory ablated)" if c.ablate_memory else "")
+    title = f"{c.task}: {model_cfg.attention}" + (" (memory ablated)" if c.ablate_memory else "")
     if c.task in ("passkey", "niah"):
         images = _retrieval_plots(output, summary, title)
     elif c.task == "ppl_by_position":
@@ -105,9 +105,10 @@ def write(
                 title=f"{title}, {length} tokens",
             )
             images.append(name)
+    m = model_cfg
     model = (
-        f"{cfg.attention} attention, {cfg.num_layers} layers, d_model {cfg.d_model}, "
-        f"{cfg.num_heads} heads ({cfg.num_kv_heads} kv), segment {cfg.segment_len}"
+        f"{m.attention} attention, {m.num_layers} layers, d_model {m.d_model}, "
+        f"{m.num_heads} heads ({m.num_kv_heads} kv), segment {m.segment_len}"
     )
     lines = [
         f"# Evaluation: {title}",

@@ -1,7 +1,14 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
 from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
-from infini_jax.ops.infini import EMPTY_MEMORY_MODES, infini_attention, infini_segment
+from infini_jax.ops.infini import (
+    EMPTY_MEMORY_MODES,
+    InfiniOptions,
+    infini_attention,
+    infini_segment,
+    merge_segments,
+    split_segments,
+)
 from infini_jax.ops.local import local_attention
 from infini_jax.ops.memory import (
     GATES,
@@ -10,6 +17,7 @@ from infini_jax.ops.memory import (
     gate_value,
     init_memory,
     memory_read,
+    memory_stats,
     memory_write,
     sigma,
 )
@@ -18,6 +26,7 @@ from infini_jax.ops.rope import apply_rope, rope_angles
 __all__ = [
     "EMPTY_MEMORY_MODES",
     "GATES",
+    "InfiniOptions",
     "KVCache",
     "UPDATE_RULES",
     "Memory",
@@ -31,7 +40,10 @@ __all__ = [
     "local_attention",
     "local_decode",
     "memory_read",
+    "memory_stats",
     "memory_write",
+    "merge_segments",
     "rope_angles",
     "sigma",
+    "split_segments",
 ]

@@ -11,7 +11,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from infini_jax.ops.memory import Memory, gate_value, memory_read, memory_write, sigma
+from infini_jax.ops.infini import InfiniOptions, mix
+from infini_jax.ops.local import attend
+from infini_jax.ops.memory import Memory, memory_write, sigma
 from infini_jax.ops.rope import apply_rope
 
 
@@ -42,7 +44,7 @@ def cached_attention(
       q: `[batch, 1, heads, head_dim]`; k, v: `[batch, 1, kv_heads, head_dim]`, before RoPE.
 
     Returns:
-      `(out [batch, 1, heads, head_dim] float32, cache with the token added)`.
+      `(out [batch, 1, kv_heads, group, head_dim] float32, cache with the token added)`.
     """
     b, _, h, d = q.shape
     n, kv = cache.k.shape[1], cache.k.shape[2]
@@ -50,15 +52,10 @@ def cached_attention(
     ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
     cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
     qr = apply_rope(q, cache.pos[None], rope_theta).reshape(b, 1, kv, h // kv, d)
-    kr = apply_rope(ck, jnp.arange(n), rope_theta)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
-    logits = jnp.where(jnp.arange(n) <= cache.pos, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum(
-        "bkgts,bskd->btkgd", probs.astype(cv.dtype), cv, preferred_element_type=jnp.float32
-    )
-    return out.reshape(b, 1, h, d), KVCache(ck, cv, cache.pos + 1)
+    positions = jnp.arange(n)
+    kr = apply_rope(ck, positions, rope_theta)
+    out = attend(qr, kr, cv, cache.pos[None], positions, None, None, None)
+    return out, KVCache(ck, cv, cache.pos + 1)
 
 
 def infini_decode(
@@ -68,34 +65,25 @@ def infini_decode(
     balance: jax.Array,
     memory: Memory,
     cache: KVCache,
-    *,
-    update: str,
-    gate: str,
-    rope_theta: float,
-    empty_memory: str,
+    options: InfiniOptions,
 ) -> tuple[jax.Array, Memory, KVCache]:
     """One token of Infini-attention: local attention over the cache, the memory read, the mix;
     when the token completes the segment, the segment is written into memory.
 
-    Shapes as in `cached_attention`. Returns `(out in q.dtype, memory, cache)`.
+    Shapes as in `cached_attention`. Returns `(out [batch, 1, heads, head_dim] in q.dtype,
+    memory, cache)`.
     """
     b, _, h, d = q.shape
-    kv = k.shape[2]
-    a_dot, cache = cached_attention(q, k, v, cache, rope_theta)
-    a_dot = a_dot.reshape(b, 1, kv, h // kv, d)
+    a_dot, cache = cached_attention(q, k, v, cache, options.rope_theta)
     reads = jnp.ones((b, 1), bool)  # one document per row in generation
-    a_mem, has_memory = memory_read(sigma(q).reshape(b, 1, kv, h // kv, d), memory, reads)
-    g = gate_value(balance, gate).reshape(kv, h // kv, 1)
-    out = g * a_mem + (1.0 - g) * a_dot
-    if empty_memory == "local":
-        out = jnp.where(has_memory[..., None], out, a_dot)
+    out = mix(q, a_dot, balance, memory, reads, options)
     window = cache.k.shape[1]
 
     def flush(args):
         mem, c = args
         ones = jnp.ones((b, window), bool)
         zeros = jnp.zeros((b, window), jnp.int32)
-        mem = memory_write(sigma(c.k), c.v, mem, ones, zeros, update)
+        mem = memory_write(sigma(c.k), c.v, mem, ones, zeros, options.update)
         return mem, KVCache(c.k, c.v, jnp.zeros((), jnp.int32))
 
     memory, cache = jax.lax.cond(cache.pos == window, flush, lambda args: args, (memory, cache))
@@ -110,4 +98,4 @@ def local_decode(
     if wrap:
         full = cache.pos == cache.k.shape[1]
         cache = cache._replace(pos=jnp.where(full, 0, cache.pos))
-    return out.astype(q.dtype), cache
+    return out.reshape(q.shape).astype(q.dtype), cache

@@ -1,5 +1,7 @@
 """Infini-attention: one segment step, and the whole sequence as a `jax.lax.scan` over it."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -18,8 +20,72 @@ from infini_jax.ops.memory import (
 EMPTY_MEMORY_MODES = ("gate", "local")
 
 
-def check_args(q, k, v, balance, *, update, gate, empty_memory, mask=None, segment_ids=None):
-    """Raises ValueError with one clear line for inconsistent shapes or unknown options."""
+@dataclasses.dataclass(frozen=True)
+class InfiniOptions:
+    """The choices of the op, carried together (see `infini_attention` for each)."""
+
+    update: str = "delta"
+    gate: str = "hard_sigmoid"
+    empty_memory: str = "gate"
+    rope_theta: float = 10000.0
+
+    def check(self) -> None:
+        """One ValueError line for an unknown option."""
+        for name, options in (
+            ("update", UPDATE_RULES),
+            ("gate", GATES),
+            ("empty_memory", EMPTY_MEMORY_MODES),
+        ):
+            value = getattr(self, name)
+            if value not in options:
+                raise ValueError(f"{name}={value!r} is not one of {options}")
+
+
+def split_segments(x: jax.Array, n: int) -> jax.Array:
+    """`[batch, seq, ...]` → `[seq / n, batch, n, ...]`: the scan axis first."""
+    b, t = x.shape[:2]
+    return jnp.swapaxes(x.reshape(b, t // n, n, *x.shape[2:]), 0, 1)
+
+
+def merge_segments(x: jax.Array) -> jax.Array:
+    """The inverse of `split_segments`: `[segments, batch, n, ...]` → `[batch, seq, ...]`."""
+    s, b, n = x.shape[:3]
+    return jnp.swapaxes(x, 0, 1).reshape(b, s * n, *x.shape[3:])
+
+
+def mix(
+    q: jax.Array,
+    a_dot: jax.Array,
+    balance: jax.Array,
+    memory: Memory,
+    reads: jax.Array,
+    options: InfiniOptions,
+) -> jax.Array:
+    """A = g(b)·A_mem + (1 − g(b))·A_dot, with A_mem = σ(q)M / σ(q)z read from `memory`.
+
+    Args:
+      q: `[b, n, heads, d]` queries (before RoPE: the memory carries no positions).
+      a_dot: `[b, n, kv_heads, group, d]` float32 local attention output.
+      balance: `[heads]` raw balance factors b.
+      memory: the state left by the previous segment.
+      reads: `[b, n]` bool, tokens allowed to read it (same document, not padding).
+      options: `gate` picks g; `empty_memory="local"` returns A_dot where nothing can be read.
+
+    Returns:
+      `[b, n, kv_heads, group, d]` float32.
+    """
+    kv, group = a_dot.shape[2:4]
+    sq = sigma(q).reshape(*a_dot.shape)
+    a_mem, has_memory = memory_read(sq, memory, reads)
+    g = gate_value(balance, options.gate).reshape(kv, group, 1)
+    out = g * a_mem + (1.0 - g) * a_dot
+    if options.empty_memory == "local":
+        out = jnp.where(has_memory[..., None], out, a_dot)
+    return out
+
+
+def check_args(q, k, v, balance, mask=None, segment_ids=None) -> None:
+    """Raises ValueError with one clear line for inconsistent shapes."""
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(
             "q, k, v must be [batch, seq, heads, head_dim]; got shapes "
@@ -37,12 +103,6 @@ def check_args(q, k, v, balance, *, update, gate, empty_memory, mask=None, segme
     for name, x in (("mask", mask), ("segment_ids", segment_ids)):
         if x is not None and x.shape != (b, t):
             raise ValueError(f"{name} has shape {x.shape}; expected [batch, seq] = ({b}, {t})")
-    if update not in UPDATE_RULES:
-        raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
-    if gate not in GATES:
-        raise ValueError(f"gate={gate!r} is not one of {GATES}")
-    if empty_memory not in EMPTY_MEMORY_MODES:
-        raise ValueError(f"empty_memory={empty_memory!r} is not one of {EMPTY_MEMORY_MODES}")
 
 
 def infini_segment(
@@ -51,13 +111,10 @@ def infini_segment(
     v: jax.Array,
     balance: jax.Array,
     memory: Memory,
+    options: InfiniOptions,
     *,
-    update: str = "delta",
-    gate: str = "hard_sigmoid",
-    rope_theta: float = 10000.0,
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
-    empty_memory: str = "gate",
 ) -> tuple[jax.Array, Memory]:
     """One segment of Infini-attention: read memory, attend locally, mix, then write memory.
 
@@ -65,8 +122,8 @@ def infini_segment(
       q: `[batch, n, heads, head_dim]`; k, v: `[batch, n, kv_heads, head_dim]`, before RoPE.
       balance: `[heads]` raw balance factors b.
       memory: state left by the previous segment (`init_memory` for none).
+      options: update rule, gate, empty-memory mode and RoPE base.
       mask, segment_ids: `[batch, n]`, as in `infini_attention`.
-      Other arguments: as in `infini_attention`.
 
     Returns:
       `(out [batch, n, heads, head_dim] in q.dtype, memory after this segment)`.
@@ -77,20 +134,13 @@ def infini_segment(
         mask = jnp.ones((b, n), bool)
     if segment_ids is None:
         segment_ids = jnp.zeros((b, n), jnp.int32)
-    a_dot = local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=rope_theta)
+    a_dot = local_attention(
+        q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=options.rope_theta
+    )
     a_dot = a_dot.reshape(b, n, kv, h // kv, d).astype(jnp.float32)
-
-    sq = sigma(q).reshape(b, n, kv, h // kv, d)
-    sk = sigma(k)
     reads = mask & (segment_ids == memory.doc[:, None])
-    a_mem, has_memory = memory_read(sq, memory, reads)
-    g = gate_value(balance, gate).reshape(kv, h // kv, 1)
-    out = g * a_mem + (1.0 - g) * a_dot
-    if empty_memory == "local":
-        out = jnp.where(has_memory[..., None], out, a_dot)
-    out = out * mask[:, :, None, None, None]
-
-    new_memory = memory_write(sk, v, memory, mask, segment_ids, update)
+    out = mix(q, a_dot, balance, memory, reads, options) * mask[:, :, None, None, None]
+    new_memory = memory_write(sigma(k), v, memory, mask, segment_ids, options.update)
     return out.reshape(b, n, h, d).astype(q.dtype), new_memory
 
 
@@ -134,24 +184,15 @@ def infini_attention(
     Returns:
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
     """
-    check_args(
-        q,
-        k,
-        v,
-        balance,
-        update=update,
-        gate=gate,
-        empty_memory=empty_memory,
-        mask=mask,
-        segment_ids=segment_ids,
-    )
+    check_args(q, k, v, balance, mask, segment_ids)
+    options = InfiniOptions(update, gate, empty_memory, rope_theta)
+    options.check()
     b, t, h, d = q.shape
     if segment_len <= 0 or t % segment_len:
         raise ValueError(
             f"seq={t} is not a positive multiple of segment_len={segment_len}; "
             "pad the sequence (mask=False) to a multiple of segment_len"
         )
-    s = t // segment_len
     if memory is None:
         memory = init_memory(b, k.shape[2], d)
     if mask is None:
@@ -159,26 +200,11 @@ def infini_attention(
     if segment_ids is None:
         segment_ids = jnp.zeros((b, t), jnp.int32)
 
-    def split(x):  # [b, t, ...] -> [s, b, segment_len, ...]
-        return jnp.swapaxes(x.reshape(b, s, segment_len, *x.shape[2:]), 0, 1)
-
     def step(mem, xs):
         qs, ks, vs, ms, ids = xs
-        out, mem = infini_segment(
-            qs,
-            ks,
-            vs,
-            balance,
-            mem,
-            update=update,
-            gate=gate,
-            rope_theta=rope_theta,
-            mask=ms,
-            segment_ids=ids,
-            empty_memory=empty_memory,
-        )
+        out, mem = infini_segment(qs, ks, vs, balance, mem, options, mask=ms, segment_ids=ids)
         return mem, out
 
-    xs = tuple(split(x) for x in (q, k, v, mask, segment_ids))
+    xs = tuple(split_segments(x, segment_len) for x in (q, k, v, mask, segment_ids))
     memory, out = jax.lax.scan(step, memory, xs)
-    return jnp.swapaxes(out, 0, 1).reshape(b, t, h, d), memory
+    return merge_segments(out), memory

@@ -47,7 +47,7 @@ def local_attention(
 
         def block(_, xs):
             qb, pos, ids_q = xs
-            return None, _attend(qb, kr, v, pos, positions, ids_q, ids, mask)
+            return None, attend(qb, kr, v, pos, positions, ids_q, ids, mask)
 
         xs = (
             jnp.moveaxis(qr.reshape(b, n, query_block, kv, h // kv, d), 1, 0),
@@ -57,16 +57,35 @@ def local_attention(
         _, out = jax.lax.scan(jax.checkpoint(block, prevent_cse=False), None, xs)
         out = jnp.moveaxis(out, 0, 1).reshape(b, t, kv, h // kv, d)
     else:
-        out = _attend(qr, kr, v, positions, positions, segment_ids, segment_ids, mask)
+        out = attend(qr, kr, v, positions, positions, segment_ids, segment_ids, mask)
     if mask is not None:
         out = out * mask[:, :, None, None, None]
     return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def _attend(qr, kr, v, q_pos, k_pos, q_ids, k_ids, keys_ok):
-    """Softmax attention of queries `[b, tq, kv, g, d]` (after RoPE) over all keys `[b, s, kv,
-    d]`: causal by position, within a document (ids `[b, tq]`, `[b, s]`; None = one document),
-    never to padded keys (`keys_ok [b, s]`; None = none padded). float32 logits."""
+def attend(
+    qr: jax.Array,
+    kr: jax.Array,
+    v: jax.Array,
+    q_pos: jax.Array,
+    k_pos: jax.Array,
+    q_ids: jax.Array | None,
+    k_ids: jax.Array | None,
+    keys_ok: jax.Array | None,
+) -> jax.Array:
+    """The one softmax attention of the project (windows, query blocks, decoding).
+
+    Args:
+      qr: queries after RoPE, grouped by kv head: `[b, tq, kv_heads, group, d]`.
+      kr, v: keys after RoPE and values, `[b, s, kv_heads, d]`.
+      q_pos, k_pos: positions `[tq]`, `[s]`: a query attends to keys at positions <= its own.
+      q_ids, k_ids: document ids `[b, tq]`, `[b, s]`; None = one document.
+      keys_ok: `[b, s]` bool, False = padded key; None = none padded.
+
+    Returns:
+      `[b, tq, kv_heads, group, d]` float32; logits and softmax in float32, scaled by
+      `1/sqrt(d)`.
+    """
     d = qr.shape[-1]
     logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))

@@ -123,3 +123,10 @@ def memory_write(
     ones = jnp.ones(vf.shape[:-1] + (1,), jnp.float32)
     delta = jnp.einsum("bnkd,bnke->bkde", skw, jnp.concatenate([vf, ones], axis=-1))
     return Memory(m=m + delta[..., :-1], z=z + delta[..., -1], doc=doc)
+
+
+def memory_stats(memory: Memory) -> tuple[jax.Array, jax.Array]:
+    """‖M‖_F and Σz of every memory, each averaged over kv heads: two arrays shaped like
+    `memory.doc` (`[batch]`, or `[layers, batch]` when stacked)."""
+    norm = jnp.sqrt(jnp.sum(memory.m**2, axis=(-2, -1)))
+    return jnp.mean(norm, axis=-1), jnp.mean(jnp.sum(memory.z, axis=-1), axis=-1)

@@ -1,6 +1,6 @@
 r"""Train-step benchmarks: speed, MFU, compiled memory and compile time per attention kind.
 
-  python -m infini_jax.bench.train_step [--lengths=2048,8192] [--kinds=full,local,infini]
+  python -m infini_jax.bench.train_speed [--lengths=2048,8192] [--kinds=full,local,infini]
       [--config=bench|configs/llama_300m_infini.py] [--output=DIR]
 
 Every point compiles the real jitted, donated train step (`train_step.jit_train_step`) for one
@@ -11,7 +11,6 @@ the device is known, over the datasheet peak. A point whose compiled memory woul
 this machine's memory is recorded as skipped, not run.
 """
 
-import argparse
 import os
 import time
 
@@ -19,19 +18,17 @@ import jax
 import numpy as np
 
 from infini_jax import sharding
+from infini_jax.accelerators import datasheet_flops
 from infini_jax.bench import write_records
-from infini_jax.config import load_config, validate
+from infini_jax.config import REPO, load_config, load_preset, validate
 from infini_jax.flops import flops_per_token
-from infini_jax.metrics import DATASHEET_PEAKS
 from infini_jax.train_step import compiled_peak_bytes, init_state, make_training
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def bench_config(attention: str, seq_len: int, layers: int = 4):
     """The bench model: tiny.py grown to a CPU-sized LLaMA of 13.7M parameters: 4 layers,
     d_model 512, 4 heads of 128 (2 kv heads), SwiGLU 1536, vocab 512, segment 256, batch 2."""
-    c = load_config(os.path.join(REPO, "configs", "tiny.py"))
+    c = load_preset("tiny")
     m = c.model
     m.attention, m.num_layers, m.d_model, m.num_heads, m.num_kv_heads = attention, layers, 512, 4, 2
     m.mlp_dim, m.segment_len, m.vocab_size = 1536, 256, 512
@@ -51,12 +48,12 @@ def file_config(path: str, attention: str, seq_len: int, layers: int | None = No
 
 def compile_step(config):
     """`(compiled step, state, batch, compile seconds, memory bytes)` for one device."""
-    cfg = validate(config)
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    t = make_training(config, cfg, mesh)
+    model_cfg = validate(config)
+    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh), jax.devices()[:1])
+    t = make_training(config, model_cfg, mesh)
     b, n = config.data.batch_size, config.data.seq_len
     rng = np.random.default_rng(0)
-    tokens = rng.integers(3, cfg.vocab_size, (b, n + 1)).astype(np.int32)
+    tokens = rng.integers(3, model_cfg.vocab_size, (b, n + 1)).astype(np.int32)
     batch = {
         "tokens": tokens[:, :-1],
         "targets": tokens[:, 1:],
@@ -67,7 +64,7 @@ def compile_step(config):
     start = time.perf_counter()
     compiled = t.step.lower(t.abstract, batch).compile()
     compile_s = time.perf_counter() - start
-    return compiled, (cfg, t.tx, t.state_sh), batch, compile_s, compiled_peak_bytes(compiled)
+    return compiled, (model_cfg, t.tx, t.state_sh), batch, compile_s, compiled_peak_bytes(compiled)
 
 
 def _available_bytes() -> int:
@@ -84,23 +81,23 @@ def _available_bytes() -> int:
 
 def measure(config, peak: float, steps: int = 3) -> dict:
     """One record: tokens/s, MFU, compiled memory and compile time of `config`'s train step."""
-    compiled, (cfg, tx, state_sh), batch, compile_s, memory = compile_step(config)
+    compiled, (model_cfg, tx, state_sh), batch, compile_s, memory = compile_step(config)
     seq = config.data.seq_len
     record = {
         "bench": "train_step",
-        "attention": cfg.attention,
+        "attention": model_cfg.attention,
         "seq_len": seq,
         "batch": config.data.batch_size,
-        "layers": cfg.num_layers,
-        "dtype": cfg.dtype,
+        "layers": model_cfg.num_layers,
+        "dtype": model_cfg.dtype,
         "memory_bytes": memory,
         "compile_s": compile_s,
-        "flops_per_token": flops_per_token(cfg, seq),
+        "flops_per_token": flops_per_token(model_cfg, seq),
     }
     if memory > 0.8 * _available_bytes():
         record["skipped"] = f"needs {memory / 2**30:.1f} GiB"
         return record
-    state = jax.jit(lambda: init_state(cfg, tx, config.seed), out_shardings=state_sh)()
+    state = jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()
     state, metrics = compiled(state, batch)  # warm-up
     jax.block_until_ready(metrics)
     times = []
@@ -113,8 +110,7 @@ def measure(config, peak: float, steps: int = 3) -> dict:
     tokens_per_s = config.data.batch_size * seq / step_s
     record.update(step_s=step_s, tokens_per_s=tokens_per_s)
     record["mfu"] = tokens_per_s * record["flops_per_token"] / peak
-    kind = jax.devices()[0].device_kind
-    datasheet = next((p for k, p in DATASHEET_PEAKS.items() if kind.startswith(k)), None)
+    datasheet = datasheet_flops(jax.devices()[0].device_kind)
     if datasheet:
         record["mfu_datasheet"] = tokens_per_s * record["flops_per_token"] / datasheet
     return record
@@ -150,28 +146,28 @@ def format_record(r: dict) -> str:
     )
 
 
-def main(argv=None) -> list[dict]:
+def main(argv: list[str] | None = None) -> None:
+    from absl import flags
+
+    from infini_jax import cli
     from infini_jax.bench.peak import matmul_peak
 
-    parser = argparse.ArgumentParser(prog="python -m infini_jax.bench.train_step")
-    parser.add_argument("--kinds", default="full,local,infini")
-    parser.add_argument("--lengths", default="2048,4096,8192,16384,32768")
-    parser.add_argument("--config", default="bench", help="'bench' or a config file")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--output", default="")
-    args = parser.parse_args(argv)
-    peak = matmul_peak()
-    print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
-    records = [peak] + run(
-        args.kinds.split(","),
-        [int(x) for x in args.lengths.split(",")],
-        peak["flops_per_s"],
-        args.config,
-        args.steps,
-    )
-    if args.output:
-        write_records(args.output, "train_step.json", records)
-    return records
+    flags.DEFINE_list("kinds", ["full", "local", "infini"], "Attention kinds.")
+    flags.DEFINE_list("lengths", ["2048", "4096", "8192", "16384", "32768"], "Sequence lengths.")
+    flags.DEFINE_string("config", "bench", "'bench' or a config file.")
+    flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).")
+    flags.DEFINE_string("output", "", "Directory for train_step.json ('' = none).")
+
+    def run_all(_):
+        f = flags.FLAGS
+        peak = matmul_peak()
+        print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
+        lengths = [int(x) for x in f.lengths]
+        records = [peak] + run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps)
+        if f.output:
+            write_records(f.output, "train_step.json", records)
+
+    cli.run(run_all, argv)
 
 
 if __name__ == "__main__":

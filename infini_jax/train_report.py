@@ -1,4 +1,4 @@
-"""The end-of-run report in the workdir: loss curve PNG, passkey check, report.md."""
+"""The end-of-run training report in the workdir: loss curve PNG, passkey check, report.md."""
 
 import json
 import os
@@ -23,7 +23,7 @@ def loss_curve(workdir: str) -> str:
     return path
 
 
-def write_report(workdir: str, config, cfg, params, tokenizer) -> dict:
+def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
     """Writes loss.png, passkey.json, heatmap.png and report.md; returns the passkey summary.
 
     The passkey check is the evaluation harness's (`infini_jax.eval`) at 1×, 4×, 16× ... the
@@ -42,12 +42,12 @@ def write_report(workdir: str, config, cfg, params, tokenizer) -> dict:
 
     def score(**kw):
         records = tasks.score_retrieval(
-            Engine(cfg, params, **kw), samples, tokenizer.decode, batch_size=8
+            Engine(model_cfg, params, **kw), samples, tokenizer.decode, batch_size=8
         )
         return records, tasks.summarize_retrieval(records)
 
     records, summary = score()
-    if cfg.attention == "infini":
+    if model_cfg.attention == "infini":
         _, ablated = score(reset_memory=True)
         summary["memory_ablated"] = {
             k: ablated[k]
@@ -56,13 +56,13 @@ def write_report(workdir: str, config, cfg, params, tokenizer) -> dict:
     with open(os.path.join(workdir, "passkey.json"), "w") as f:
         json.dump({"summary": summary, "samples": records}, f, indent=1)
     loss_curve(workdir)
-    plots.heatmap(summary, os.path.join(workdir, "heatmap.png"), f"passkey: {cfg.attention}")
+    plots.heatmap(summary, os.path.join(workdir, "heatmap.png"), f"passkey: {model_cfg.attention}")
     ablated = summary.get("memory_ablated")
     lines = [
-        f"# Run report: {cfg.attention} attention",
+        f"# Run report: {model_cfg.attention} attention",
         "",
         f"{config.total_steps} steps of batch {config.data.batch_size} × "
-        f"{config.data.seq_len} tokens, segment {cfg.segment_len}.",
+        f"{config.data.seq_len} tokens, segment {model_cfg.segment_len}.",
         "",
         "![loss](loss.png)",
         "",

@@ -1,0 +1,99 @@
+"""The data section of the config as frozen typed dataclasses, with their checks.
+
+The meaning of every field is documented next to its default in `infini_jax/config.py`.
+"""
+
+import dataclasses
+
+from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int
+
+PACKING = ("concat", "padding")
+HOST_SHARDING = ("replicated", "sharded")
+MIN_SYNTHETIC_LENGTH = 64  # a passkey document needs its preamble, needle and question
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig(Section):
+    PREFIX = "data.synthetic"
+
+    min_length: int
+    max_length: int
+    key_digits: int
+    passkey_weight: float
+    kv_recall_weight: float
+    tokenizer_vocab_size: int
+
+    def check(self) -> None:
+        names = ("min_length", "max_length", "key_digits", "tokenizer_vocab_size")
+        check_positive_ints({k: getattr(self, k) for k in names}, "data.synthetic.")
+        check(
+            self.min_length <= self.max_length,
+            f"config.data.synthetic.min_length={self.min_length} exceeds max_length="
+            f"{self.max_length}",
+        )
+        check(
+            self.min_length >= MIN_SYNTHETIC_LENGTH,
+            f"config.data.synthetic.min_length={self.min_length} must be >= "
+            f"{MIN_SYNTHETIC_LENGTH} tokens (a document needs its preamble, needle and question)",
+        )
+        weights = (self.passkey_weight, self.kv_recall_weight)
+        check(
+            all(w >= 0 for w in weights) and sum(weights) > 0,
+            f"config.data.synthetic: passkey_weight={self.passkey_weight} and kv_recall_weight="
+            f"{self.kv_recall_weight} must be >= 0 and not both 0",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Section):
+    PREFIX = "data"
+
+    seq_len: int
+    batch_size: int
+    source: str
+    weights: str
+    tokenizer: str
+    packing: str
+    validation_fraction: float
+    worker_count: int
+    host_sharding: str
+    synthetic: SyntheticConfig
+
+    @property
+    def sources(self) -> list[str]:
+        """The entries of `source`: "synthetic" and/or globs of prepared shards."""
+        return [s for s in self.source.split(",") if s]
+
+    @property
+    def mixture_weights(self) -> list[float] | None:
+        """One weight per source, or None for equal shares."""
+        return [float(w) for w in self.weights.split(",")] if self.weights else None
+
+    def check(self) -> None:
+        check_positive_ints({"seq_len": self.seq_len, "batch_size": self.batch_size}, "data.")
+        check_choice(self.packing, PACKING, "data.packing")
+        check(
+            0 < self.validation_fraction <= 0.5,
+            f"config.data.validation_fraction={self.validation_fraction!r} must be in (0, 0.5]",
+        )
+        check_choice(self.host_sharding, HOST_SHARDING, "data.host_sharding")
+        check(
+            is_int(self.worker_count) and self.worker_count >= 0,
+            f"config.data.worker_count={self.worker_count!r} must be an integer >= 0",
+        )
+        n = len(self.sources)
+        check(
+            n > 0,
+            "config.data.source is empty: use 'synthetic' or a glob of shards "
+            "written by python -m infini_jax.data.prepare",
+        )
+        if self.weights:
+            try:
+                weights = self.mixture_weights
+            except ValueError:
+                weights = []
+            check(
+                len(weights) == n and all(w > 0 for w in weights),
+                f"config.data.weights={self.weights!r} must be {n} positive numbers, one per "
+                "entry of config.data.source",
+            )
