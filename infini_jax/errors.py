@@ -54,8 +54,18 @@ def check_positive_ints(values: dict[str, Any], prefix: str) -> None:
         )
 
 
+def section(name: str, methods: type, defaults: ml_collections.ConfigDict, **nested: type) -> type:
+    """The frozen dataclass `name` of one config section: a field per entry of `defaults` (one
+    section of `infini_jax.defaults.base_config()`, so fields are declared once), typed like its
+    default (`nested` gives the types of sub-sections), with the methods of `methods`."""
+    fields = [(key, nested.get(key, type(value))) for key, value in defaults.items()]
+    cls = dataclasses.make_dataclass(name, fields, bases=(methods,), frozen=True)
+    cls.__module__ = methods.__module__  # pickled by name, e.g. for grain's worker processes
+    return cls
+
+
 class Section:
-    """Mixin of the frozen config dataclasses (`ModelConfig`, `DataConfig`, ...): built from
+    """Base of the methods of the config sections (`section` makes the dataclass): built from
     one section of the ConfigDict, with no field unknown or missing, then `check`ed."""
 
     PREFIX = ""  # the section's path in the config, e.g. "model"

@@ -1,14 +1,13 @@
 """The model's hyper-parameters as a frozen, hashable dataclass (built from `config.model`).
 
-The meaning of every field is documented next to its default in `infini_jax/config.py`
-(`base_config`) and in docs/config.md. The checks of the model's fields live here.
+The fields, their defaults and their meaning are declared once, in `base_config().model`
+(`infini_jax/defaults.py`, and docs/config.md); their checks live here.
 """
-
-import dataclasses
 
 import jax.numpy as jnp
 
-from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int
+from infini_jax.defaults import base_config
+from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
 from infini_jax.ops import EMPTY_MEMORY_MODES, GATES, UPDATE_RULES, InfiniOptions
 
 ATTENTION_KINDS = ("full", "local", "infini")
@@ -16,30 +15,8 @@ REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_bat
 DTYPES = ("float32", "bfloat16")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig(Section):
+class _ModelMethods(Section):
     PREFIX = "model"
-
-    vocab_size: int
-    num_layers: int
-    d_model: int
-    num_heads: int
-    num_kv_heads: int
-    mlp_dim: int
-    tie_embeddings: bool
-    init_std: float
-    norm_eps: float
-    rope_theta: float
-    attention: str
-    segment_len: int
-    memory_update: str
-    gate: str
-    balance_init: float
-    empty_memory: str
-    bptt_segments: int
-    remat_policy: str
-    remat_layers: bool
-    dtype: str
 
     @property
     def head_dim(self) -> int:
@@ -95,3 +72,6 @@ class ModelConfig(Section):
             is_int(self.bptt_segments) and self.bptt_segments >= 0,
             f"config.model.bptt_segments={self.bptt_segments!r} must be 0 (full) or a positive k",
         )
+
+
+ModelConfig = section("ModelConfig", _ModelMethods, base_config().model)

@@ -7,36 +7,19 @@ the schedule shape: linear warmup to the group's peak, cosine decay to peak ×
 (end_learning_rate / learning_rate). Gradients are clipped by global norm over all groups.
 """
 
-import dataclasses
 from collections.abc import Callable
 
 import jax
 import optax
 
-from infini_jax.errors import Section, check, check_positive_ints, is_int
+from infini_jax.defaults import base_config
+from infini_jax.errors import Section, check, check_positive_ints, is_int, section
 
 GROUPS = ("decay", "no_decay", "balance")
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig(Section):
-    """`config.optimizer`; every field is documented in `infini_jax/config.py`."""
-
+class _OptimizerMethods(Section):
     PREFIX = "optimizer"
-
-    learning_rate: float
-    end_learning_rate: float
-    warmup_steps: int
-    b1: float
-    b2: float
-    eps: float
-    weight_decay: float
-    clip_norm: float
-    gate_learning_rate: float
-    gate_weight_decay: float
-    no_weight_decay: str
-    micro_batches: int
-    max_nonfinite_steps: int
 
     def check(self) -> None:
         for name in (
@@ -61,6 +44,9 @@ class OptimizerConfig(Section):
             {"micro_batches": self.micro_batches, "max_nonfinite_steps": self.max_nonfinite_steps},
             "optimizer.",
         )
+
+
+OptimizerConfig = section("OptimizerConfig", _OptimizerMethods, base_config().optimizer)
 
 
 def schedule(peak: float, o: OptimizerConfig, total_steps: int) -> optax.Schedule:

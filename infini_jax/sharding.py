@@ -6,14 +6,14 @@ parameter's sharding; everything else (counters, scalars) is replicated. The bat
 `data` × `fsdp`.
 """
 
-import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax.errors import ConfigError, Section, check, is_int
+from infini_jax.defaults import base_config
+from infini_jax.errors import ConfigError, Section, check, is_int, section
 
 AXES = ("data", "fsdp", "tensor")
 BATCH = PartitionSpec(("data", "fsdp"))
@@ -21,15 +21,10 @@ BATCH = PartitionSpec(("data", "fsdp"))
 LOGICAL_AXES = ("embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers")
 
 
-@dataclasses.dataclass(frozen=True)
-class MeshConfig(Section):
+class _MeshMethods(Section):
     """`config.mesh` (training and evaluation): the size of each mesh axis, one may be -1."""
 
     PREFIX = "mesh"
-
-    data: int
-    fsdp: int
-    tensor: int
 
     def check(self) -> None:
         sizes = [getattr(self, a) for a in AXES]
@@ -39,6 +34,9 @@ class MeshConfig(Section):
                 f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)",
             )
         check(sizes.count(-1) <= 1, "config.mesh: at most one of data, fsdp, tensor may be -1")
+
+
+MeshConfig = section("MeshConfig", _MeshMethods, base_config().mesh)
 
 
 def check_rules(sharding_rules) -> None:

@@ -121,3 +121,39 @@ def test_flops_param_formula_matches_the_model(spec):
     assert param_count(cfg) == n_params(spec)
     n = load_config(config_path(spec)).data.seq_len
     assert flops_per_token(cfg, n) > 6 * (param_count(cfg) - cfg.vocab_size * cfg.d_model)
+
+
+def test_docs_list_every_field_with_its_comment():
+    """docs/config.md's tables are generated from base_config; stale docs or a field without
+    a comment fail here (regenerate: python -m infini_jax.config --docs=docs/config.md)."""
+    from infini_jax.config import field_comments, fields_markdown
+    from infini_jax.defaults import base_config
+    from tests.conftest import ROOT
+
+    def leaves(c, prefix=""):
+        for k, v in c.items():
+            if hasattr(v, "items"):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}"
+
+    comments = field_comments()
+    fields = set(leaves(base_config()))
+    assert len(fields) > 60
+    assert all(comments.get(f) for f in fields), sorted(f for f in fields if not comments.get(f))
+    with open(f"{ROOT}/docs/config.md") as f:
+        docs = f.read()
+    assert fields_markdown() in docs
+    for f in fields:
+        assert f"| `{f.rpartition('.')[2]}` |" in docs
+
+
+def test_presets_are_base_plus_overrides_and_unknown_ones_are_one_line():
+    tiny = load_config(config_path("tiny.py"))
+    assert tiny.model.attention == "infini" and tiny.optimizer.learning_rate == 1e-2
+    with pytest.raises(ConfigError, match=r"unknown preset 'x' for tiny.py: use one of \['', "):
+        load_config(config_path("tiny.py:x"))
+    ft = load_config(config_path("passkey_finetune.py:llama_300m_infini"))
+    assert ft.model.num_layers == 12 and ft.init_from_required and ft.data.batch_size == 64
+    with pytest.raises(ConfigError, match="there is no configs/nope.py"):
+        load_config(config_path("passkey_finetune.py:nope"))

@@ -213,7 +213,7 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_config):
         "mask": jnp.ones((2, 32), bool),
         "segment_ids": jnp.ones((2, 32), jnp.int32),
     }
-    step = jax.jit(lambda s, b: train_step(s, b, cfg=cfg, tx=tx, schedules=schedules))
+    step = jax.jit(lambda s, b: train_step(s, b, model_cfg=cfg, tx=tx, schedules=schedules))
     good, metrics = step(state, batch)
     assert int(good.skipped) == 0 and np.isfinite(metrics["loss"])
     poisoned = state._replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))

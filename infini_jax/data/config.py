@@ -1,27 +1,19 @@
 """The data section of the config as frozen typed dataclasses, with their checks.
 
-The meaning of every field is documented next to its default in `infini_jax/config.py`.
+The fields, their defaults and their meaning are declared once, in `base_config().data`
+(`infini_jax/defaults.py`).
 """
 
-import dataclasses
-
-from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int
+from infini_jax.defaults import base_config
+from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
 
 PACKING = ("concat", "padding")
 HOST_SHARDING = ("replicated", "sharded")
 MIN_SYNTHETIC_LENGTH = 64  # a passkey document needs its preamble, needle and question
 
 
-@dataclasses.dataclass(frozen=True)
-class SyntheticConfig(Section):
+class _SyntheticMethods(Section):
     PREFIX = "data.synthetic"
-
-    min_length: int
-    max_length: int
-    key_digits: int
-    passkey_weight: float
-    kv_recall_weight: float
-    tokenizer_vocab_size: int
 
     def check(self) -> None:
         names = ("min_length", "max_length", "key_digits", "tokenizer_vocab_size")
@@ -44,20 +36,11 @@ class SyntheticConfig(Section):
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig(Section):
-    PREFIX = "data"
+SyntheticConfig = section("SyntheticConfig", _SyntheticMethods, base_config().data.synthetic)
 
-    seq_len: int
-    batch_size: int
-    source: str
-    weights: str
-    tokenizer: str
-    packing: str
-    validation_fraction: float
-    worker_count: int
-    host_sharding: str
-    synthetic: SyntheticConfig
+
+class _DataMethods(Section):
+    PREFIX = "data"
 
     @property
     def sources(self) -> list[str]:
@@ -97,3 +80,6 @@ class DataConfig(Section):
                 f"config.data.weights={self.weights!r} must be {n} positive numbers, one per "
                 "entry of config.data.source",
             )
+
+
+DataConfig = section("DataConfig", _DataMethods, base_config().data, synthetic=SyntheticConfig)

@@ -1,0 +1,106 @@
+"""Every config field, its default and a comment saying what it means: the one place fields are
+declared. The typed sections (`ModelConfig`, `DataConfig`, `OptimizerConfig`, `MeshConfig`)
+take their fields from here, and docs/config.md's tables are generated from these comments.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field, with its default and a comment saying what it means."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Seeds parameter init, data order and every other random choice.
+    config.total_steps = 10_000  # Optimizer steps.
+    config.log_every_steps = 50  # Metrics to metrics.jsonl and TensorBoard every this many steps.
+    config.checkpoint_every_steps = 1_000  # Asynchronous orbax checkpoint every this many steps.
+    config.keep_checkpoints = 3  # How many recent checkpoints to keep.
+    config.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+    config.eval_every_steps = 0  # Validation loss on held-out data every this many steps; 0 = off.
+    config.eval_batches = 4  # Held-out batches per validation (the same ones every time).
+    config.init_from = ""  # Start from this checkpoint's parameters (WORKDIR[/STEP]); "" = fresh.
+    config.init_from_required = False  # A start-up error if init_from is empty (fine-tune configs).
+
+    # Device mesh: one axis may be -1 (all devices left over).
+    mesh = config.mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # Pure data-parallel replicas.
+    mesh.fsdp = 1  # Parameters and optimizer state sharded over this axis (ZeRO-3 style).
+    mesh.tensor = 1  # Tensor (head / MLP) parallelism.
+
+    # Logical parameter axis -> mesh axes (embed, vocab, mlp, heads, kv_heads, head_dim, layers).
+    config.sharding_rules = (
+        ("embed", "fsdp"),
+        ("vocab", "tensor"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("head_dim", None),
+        ("layers", None),
+    )
+
+    # The LLaMA decoder and its attention (infini_jax/model_config.py checks these).
+    model = config.model = ml_collections.ConfigDict()
+    model.vocab_size = 512  # Vocabulary size; the tokenizer must fit in it.
+    model.num_layers = 2  # Decoder blocks.
+    model.d_model = 128  # Hidden size; head_dim = d_model / num_heads must be an even integer.
+    model.num_heads = 4  # Query heads.
+    model.num_kv_heads = 2  # Key/value heads (< num_heads = GQA); the memory lives per kv head.
+    model.mlp_dim = 384  # SwiGLU hidden size.
+    model.tie_embeddings = False  # Share the input embedding and the output projection.
+    model.init_std = 0.03125  # Std of the normal init of every weight matrix and embedding.
+    model.norm_eps = 1e-5  # RMSNorm epsilon.
+    model.rope_theta = 10_000.0  # RoPE base of the local attention (positions restart per segment).
+    model.attention = "infini"  # "full" (causal over the sequence), "local" (segments) or "infini".
+    model.segment_len = 64  # Tokens per segment N: the local attention window and the scan step.
+    model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).
+    model.gate = "hard_sigmoid"  # g(b): "sigmoid" or "hard_sigmoid" = clip(0.2·b + 0.5, 0, 1).
+    model.balance_init = 0.0  # Initial balance factor b of every head (0: g = 0.5).
+    model.empty_memory = "gate"  # Empty memory: "gate" mixes A_mem = 0 (seed); "local" = A_dot.
+    model.bptt_segments = 0  # 0 = full backprop through memory; k > 0 cuts it every k segments.
+    model.remat_policy = "nothing_saveable"  # jax.checkpoint policy of the segment step, or "none".
+    model.remat_layers = False  # Also rematerialise each layer inside the segment step.
+    model.dtype = "float32"  # Compute dtype (float32 or bfloat16); params and memory stay float32.
+
+    # The input pipeline (infini_jax/data/config.py checks these).
+    data = config.data = ml_collections.ConfigDict()
+    data.seq_len = 256  # Training length: a multiple of model.segment_len unless attention=full.
+    data.batch_size = 8  # Global batch in sequences.
+    data.source = "synthetic"  # Comma-separated: "synthetic" and/or globs of prepared shards.
+    data.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
+    data.tokenizer = ""  # sentencepiece .model; "" = built-in, trained on the synthetic corpus.
+    data.packing = "padding"  # "padding": one document per row; "concat": pack with segment_ids.
+    data.validation_fraction = 0.01  # Share of prepared documents held out, in (0, 0.5].
+    data.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
+    # Several processes: "replicated" = each reads the global stream and keeps its rows (same
+    # data and resume on any process count); "sharded" = each reads only its documents.
+    data.host_sharding = "replicated"
+
+    # The built-in synthetic corpus (passkey and key-value recall documents).
+    synthetic = data.synthetic = ml_collections.ConfigDict()
+    synthetic.min_length = 192  # Shortest synthetic document, in tokens (>= 64).
+    synthetic.max_length = 256  # Longest synthetic document, in tokens.
+    synthetic.key_digits = 5  # Digits of passkeys and values.
+    synthetic.passkey_weight = 0.5  # Share of passkey documents.
+    synthetic.kv_recall_weight = 0.5  # Share of key-value recall documents.
+    synthetic.tokenizer_vocab_size = 512  # Vocabulary of the built-in tokenizer.
+
+    # The end-of-run report: a passkey check with the evaluation harness.
+    report = config.report = ml_collections.ConfigDict()
+    report.passkey_multiples = (1,)  # Passkey check at these multiples of seq_len; () = off.
+    report.passkey_samples = 4  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
+
+    # AdamW with parameter groups (infini_jax/optim.py checks these).
+    optimizer = config.optimizer = ml_collections.ConfigDict()
+    optimizer.learning_rate = 3e-4  # Peak LR of all parameters but the balance factors.
+    optimizer.end_learning_rate = 3e-5  # LR at the end of the cosine decay.
+    optimizer.warmup_steps = 500  # Linear warmup from 0 to the peak.
+    optimizer.b1 = 0.9  # AdamW β1.
+    optimizer.b2 = 0.95  # AdamW β2.
+    optimizer.eps = 1e-8  # AdamW ε.
+    optimizer.weight_decay = 0.1  # Decoupled weight decay of weight matrices and embeddings.
+    optimizer.clip_norm = 1.0  # Global gradient-norm clipping.
+    optimizer.gate_learning_rate = 0.01  # Balance factors' own peak LR (same schedule shape).
+    optimizer.gate_weight_decay = 0.0  # Balance factors' weight decay (0: else g is pinned at 0.5).
+    optimizer.no_weight_decay = "scale"  # Comma-separated path parts exempt from decay (norms).
+    optimizer.micro_batches = 1  # Gradient accumulation: micro-batches per step (scan).
+    optimizer.max_nonfinite_steps = 3  # Stop after this many non-finite steps in a row (skipped).
+    return config

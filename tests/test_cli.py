@@ -1,0 +1,93 @@
+"""Every program's bad input is one line on stderr and exit status 2, with no traceback."""
+
+import re
+
+import pytest
+
+from tests.conftest import run_cli
+
+W = "{tmp}"  # replaced by the test's tmp_path
+CASES = [
+    (
+        "infini_jax.train",
+        ["--config=configs/missing.py", f"--workdir={W}/w"],
+        r"^error: --config=configs/missing.py: cannot load it \(.*No such file",
+    ),
+    (
+        "infini_jax.train",
+        ["--config=configs/tiny.py:bogus", f"--workdir={W}/w"],
+        r"^error: .*unknown preset 'bogus' for tiny.py",
+    ),
+    (
+        "infini_jax.train",
+        ["--config=configs/tiny.py", f"--workdir={W}/w", "--config.model.nope=1"],
+        r"^error: unknown config field 'nope' in --config.model.nope",
+    ),
+    ("infini_jax.train", ["--config=configs/tiny.py"], r"^error: --workdir is required"),
+    (
+        "infini_jax.evaluate",
+        ["--config=configs/eval/passkey.py", f"--checkpoint={W}/none", f"--output={W}/o"],
+        r"^error: no checkpoints in .*/none",
+    ),
+    (
+        "infini_jax.evaluate",
+        [f"--checkpoint={W}/none", f"--output={W}/o"],
+        r"^error: --config is required",
+    ),
+    (
+        "infini_jax.generate",
+        [f"--checkpoint={W}/none", "--prompt=hi"],
+        r"^error: no checkpoints in .*/none",
+    ),
+    (
+        "infini_jax.plan",
+        ["--config=configs/tiny.py", "--mesh=data:0"],
+        r"^config error: --mesh entry 'data:0'",
+    ),
+    (
+        "infini_jax.plan",
+        ["--config=configs/tiny.py", "--accelerator=h300"],
+        r"^error: .*--accelerator",
+    ),
+    (
+        "infini_jax.sweep",
+        ["--sweep=configs/sweeps/missing.py", f"--workdir={W}/s"],
+        r"^config error: sweep file configs/sweeps/missing.py does not exist",
+    ),
+    ("infini_jax.sweep", ["summarize", f"{W}/empty"], r"^config error: .*holds no sweep runs"),
+    ("infini_jax.bench", ["--quick"], r"^error: --output is required"),
+    (
+        "infini_jax.bench.train_speed",
+        ["--config=configs/missing.py", "--lengths=256"],
+        r"^config error: config file configs/missing.py does not exist",
+    ),
+    (
+        "infini_jax.data.prepare",
+        [f"--input={W}/none*.txt", "--tokenizer=t.model", f"--output={W}/o"],
+        r"^error: input pattern .*none\*.txt matches no file",
+    ),
+    (
+        "infini_jax.data.tokenizer",
+        ["train", f"--input={W}/none*.txt", f"--output={W}/t.model"],
+        r"^error: input pattern .*none\*.txt matches no file",
+    ),
+    (
+        "infini_jax.data.tokenizer",
+        ["fit", f"--input={W}/x", f"--output={W}/t.model"],
+        r"^error: unknown command 'fit'",
+    ),
+    (
+        "infini_jax.config",
+        [f"--docs={W}/none.md"],
+        r"^config error: --docs=.*none.md does not exist",
+    ),
+]
+
+
+@pytest.mark.parametrize("module,args,pattern", CASES, ids=[f"{c[0]} {c[1][0]}" for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(module, args, pattern, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run_cli(module, *[a.replace(W, str(tmp_path)) for a in args])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines and re.search(pattern, lines[-1]), lines[-3:]
