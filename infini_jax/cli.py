@@ -45,9 +45,10 @@ def parse_flags(argv: list[str]) -> list[str]:
             "see the config file for the fields it has"
         )
     flag = flags.FLAGS["config"] if "config" in flags.FLAGS else None
-    if flag is not None and is_config_flag(flag):
-        try:
-            flag.value  # noqa: B018 (a config file that cannot be read fails when first read)
+    config = flag.value if flag is not None and is_config_flag(flag) else None
+    if config is not None:
+        try:  # a config file that could not be loaded raises on first use
+            config.to_dict()
         except OSError as e:
             reason = [ln.strip() for ln in str(e).splitlines() if ln.strip()][-1]
             fail(f"error: --config={flag.config_filename}: cannot load it ({reason})")

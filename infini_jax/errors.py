@@ -74,8 +74,9 @@ class Section:
         """Raises `ConfigError` naming the first bad field; overridden by each section."""
 
     @classmethod
-    def from_config(cls, section: ml_collections.ConfigDict | dict) -> Self:
-        values = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else section
+    def from_config(cls, source: ml_collections.ConfigDict | dict) -> Self:
+        """The section of `source` (`config.model`, ...; or its dict), checked."""
+        values = source.to_dict() if isinstance(source, ml_collections.ConfigDict) else source
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         missing = sorted(set(fields) - set(values))

@@ -55,16 +55,8 @@ def copy_model(attention: str):
     the one-hot to that digit's logit. Local attention (q = 0: a uniform average of the values
     so far) also carries a digit of the current segment.
     """
-    cfg = small_model(
-        vocab_size=64,
-        num_layers=1,
-        d_model=32,
-        num_heads=1,
-        num_kv_heads=1,
-        mlp_dim=8,
-        segment_len=16,
-        attention=attention,
-        balance_init=0.0,
+    cfg = small_model(  # vocab 64, d_model 32, b = 0 as small_model's
+        num_layers=1, num_heads=1, num_kv_heads=1, mlp_dim=8, segment_len=16, attention=attention
     )
     p = jax.tree.map(np.zeros_like, model.init_params(cfg, jax.random.key(0)))
     p = jax.tree.map(np.array, p)

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,5 +227,4 @@ def test_remat_policies_give_identical_gradients():
         got = _grads(
             dataclasses.replace(cfg, remat_policy=policy, remat_layers=layers), params, tokens
         )
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(got, ref, atol=1e-6, rtol=1e-5)

@@ -49,17 +49,8 @@ CASES = list(
 @pytest.mark.parametrize("update,gate,kv,empty", CASES)
 def test_matches_reference(update, gate, kv, empty):
     q, k, v, balance = make_inputs(100 + CASES.index((update, gate, kv, empty)), kv=kv)
-    got, ref = run_both(
-        q,
-        k,
-        v,
-        balance,
-        segment_len=4,
-        update=update,
-        gate=gate,
-        empty_memory=empty,
-        rope_theta=100.0,
-    )
+    kw = dict(update=update, gate=gate, empty_memory=empty, rope_theta=100.0)
+    got, ref = run_both(q, k, v, balance, segment_len=4, **kw)
     assert_matches(got, ref)
 
 
@@ -89,17 +80,8 @@ def test_packed_documents_match_reference(update, empty):
         ]
     )
     mask = ids > 0
-    got, ref = run_both(
-        q,
-        k,
-        v,
-        balance,
-        segment_len=4,
-        update=update,
-        mask=mask,
-        segment_ids=ids,
-        empty_memory=empty,
-    )
+    kw = dict(update=update, mask=mask, segment_ids=ids, empty_memory=empty)
+    got, ref = run_both(q, k, v, balance, segment_len=4, **kw)
     assert_matches(got, ref)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -293,7 +294,7 @@ def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
     _, step_pre, pre = checkpoint.load_params(str(tmp_path / "pre"))
     _, step_ft, after = checkpoint.load_params(str(tmp_path / "ft"))
     assert (step_pre, step_ft) == (2, 2)
-    jax.tree.map(np.testing.assert_array_equal, pre, after)
+    chex.assert_trees_all_equal(pre, after)
     ft.model.num_layers = 3
     with pytest.raises(ConfigError, match=r"model.num_layers: checkpoint 2 vs config 3"):
         train.train(ft, str(tmp_path / "ft3"))

@@ -13,7 +13,7 @@ this one run, on this machine. docs/performance.md explains each figure.
 from absl import flags
 
 from infini_jax import cli
-from infini_jax.bench import data as data_bench
+from infini_jax.bench import data_speed
 from infini_jax.bench import eval_memory, train_speed, write_records
 from infini_jax.bench.peak import matmul_peak
 
@@ -180,7 +180,7 @@ def run_all(grid: dict, config: str, skip: set[str], output: str) -> list[dict]:
     if "eval_memory" not in skip:
         records += eval_memory.measure(grid["eval_lengths"])
     if "data" not in skip:
-        records += data_bench.measure("configs/llama_300m_infini.py", grid["data_seconds"])
+        records += data_speed.measure("configs/llama_300m_infini.py", grid["data_seconds"])
     records += targets(records)
     print("\n| target | measured | met | |\n|---|---:|---|---|")
     for t in (r for r in records if r["bench"] == "target"):

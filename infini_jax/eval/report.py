@@ -38,24 +38,24 @@ def gate_summary(records: list[dict]) -> dict:
 
 def _retrieval_plots(output: str, summary: dict, title: str) -> list[str]:
     plots.heatmap(summary, os.path.join(output, "heatmap.png"), title)
-    lengths = list(summary["by_length"])
-    plots.curve(
-        [int(n) for n in lengths],
-        {"exact match": [summary["by_length"][n]["accuracy"] for n in lengths]},
-        os.path.join(output, "accuracy_by_length.png"),
-        xlabel="context length (tokens)",
-        ylabel="accuracy",
-        title=title,
+    curves = (
+        ("by_length", "accuracy_by_length.png", "context length (tokens)"),
+        (
+            "by_segments_back",
+            "accuracy_by_segments_back.png",
+            "segments between needle and question",
+        ),
     )
-    backs = list(summary["by_segments_back"])
-    plots.curve(
-        [int(b) for b in backs],
-        {"exact match": [summary["by_segments_back"][b]["accuracy"] for b in backs]},
-        os.path.join(output, "accuracy_by_segments_back.png"),
-        xlabel="segments between needle and question",
-        ylabel="accuracy",
-        title=title,
-    )
+    for key, name, xlabel in curves:
+        values = list(summary[key])
+        plots.curve(
+            [int(v) for v in values],
+            {"exact match": [summary[key][v]["accuracy"] for v in values]},
+            os.path.join(output, name),
+            xlabel=xlabel,
+            ylabel="accuracy",
+            title=title,
+        )
     return ["heatmap.png", "accuracy_by_length.png", "accuracy_by_segments_back.png"]
 
 

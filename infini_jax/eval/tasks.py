@@ -43,6 +43,14 @@ def sample_seed(seed: int, task: str, length: int, depth: int, index: int) -> in
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def _grid(task: str, lengths, depths, samples_per_cell: int, seed: int):
+    """Every (length, depth, sample seed) cell sample of a retrieval task, in order."""
+    for length in lengths:
+        for depth in depths:
+            for i in range(samples_per_cell):
+                yield length, depth, sample_seed(seed, task, length, depth, i)
+
+
 def passkey_samples(
     encode: Callable[[str], list[int]],
     *,
@@ -55,23 +63,10 @@ def passkey_samples(
     """`samples_per_cell` passkey documents of at most `length` tokens per (length, depth)."""
     tasks = synthetic.SyntheticTasks(encode, key_digits)
     out = []
-    for length in lengths:
-        for depth in depths:
-            for i in range(samples_per_cell):
-                s = sample_seed(seed, "passkey", length, depth, i)
-                doc = tasks.sample(np.random.default_rng(s), "passkey", length, depth / 100)
-                out.append(
-                    Sample(
-                        "passkey",
-                        length,
-                        depth,
-                        s,
-                        doc.tokens,
-                        doc.answer,
-                        doc.answer_start,
-                        doc.needle_start,
-                    )
-                )
+    for length, depth, s in _grid("passkey", lengths, depths, samples_per_cell, seed):
+        doc = tasks.sample(np.random.default_rng(s), "passkey", length, depth / 100)
+        answer = (doc.tokens, doc.answer, doc.answer_start, doc.needle_start)
+        out.append(Sample("passkey", length, depth, s, *answer))
     return out
 
 
@@ -95,24 +90,19 @@ def niah_samples(
         haystack = np.asarray(encode(synthetic.FILLER) * 64, np.int32)
     question = np.asarray(encode(NIAH_QUESTION), np.int32)
     out = []
-    for length in lengths:
-        for depth in depths:
-            for i in range(samples_per_cell):
-                s = sample_seed(seed, "niah", length, depth, i)
-                rng = np.random.default_rng(s)
-                key = synthetic.random_digits(rng, key_digits)
-                needle = np.asarray(encode(NIAH_NEEDLE.format(key=key)), np.int32)
-                answer = np.asarray(encode(" " + key), np.int32)
-                n_hay = length - len(needle) - len(question) - len(answer)
-                if n_hay < 0:
-                    raise ValueError(f"niah length {length} is shorter than needle + question")
-                start = int(rng.integers(len(haystack)))
-                hay = np.take(haystack, np.arange(start, start + n_hay), mode="wrap")
-                at = int(round(depth / 100 * n_hay))
-                tokens = np.concatenate([hay[:at], needle, hay[at:], question, answer])
-                out.append(
-                    Sample("niah", length, depth, s, tokens, key, len(tokens) - len(answer), at)
-                )
+    for length, depth, s in _grid("niah", lengths, depths, samples_per_cell, seed):
+        rng = np.random.default_rng(s)
+        key = synthetic.random_digits(rng, key_digits)
+        needle = np.asarray(encode(NIAH_NEEDLE.format(key=key)), np.int32)
+        answer = np.asarray(encode(" " + key), np.int32)
+        n_hay = length - len(needle) - len(question) - len(answer)
+        if n_hay < 0:
+            raise ValueError(f"niah length {length} is shorter than needle + question")
+        start = int(rng.integers(len(haystack)))
+        hay = np.take(haystack, np.arange(start, start + n_hay), mode="wrap")
+        at = int(round(depth / 100 * n_hay))
+        tokens = np.concatenate([hay[:at], needle, hay[at:], question, answer])
+        out.append(Sample("niah", length, depth, s, tokens, key, len(tokens) - len(answer), at))
     return out
 
 

@@ -1,24 +1,20 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
 from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
-from infini_jax.ops.infini import (
-    EMPTY_MEMORY_MODES,
-    InfiniOptions,
-    infini_attention,
-    infini_segment,
-    merge_segments,
-    split_segments,
-)
-from infini_jax.ops.local import local_attention
+from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
+from infini_jax.ops.local import attend, local_attention
 from infini_jax.ops.memory import (
+    EMPTY_MEMORY_MODES,
     GATES,
     UPDATE_RULES,
+    InfiniOptions,
     Memory,
     gate_value,
     init_memory,
     memory_read,
     memory_stats,
     memory_write,
+    mix,
     sigma,
 )
 from infini_jax.ops.rope import apply_rope, rope_angles
@@ -31,6 +27,7 @@ __all__ = [
     "UPDATE_RULES",
     "Memory",
     "apply_rope",
+    "attend",
     "gate_value",
     "infini_attention",
     "infini_decode",
@@ -43,6 +40,7 @@ __all__ = [
     "memory_stats",
     "memory_write",
     "merge_segments",
+    "mix",
     "rope_angles",
     "sigma",
     "split_segments",

@@ -11,9 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from infini_jax.ops.infini import InfiniOptions, mix
 from infini_jax.ops.local import attend
-from infini_jax.ops.memory import Memory, memory_write, sigma
+from infini_jax.ops.memory import InfiniOptions, Memory, memory_write, mix, sigma
 from infini_jax.ops.rope import apply_rope
 
 

@@ -1,44 +1,10 @@
 """Infini-attention: one segment step, and the whole sequence as a `jax.lax.scan` over it."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
 from infini_jax.ops.local import local_attention
-from infini_jax.ops.memory import (
-    GATES,
-    UPDATE_RULES,
-    Memory,
-    gate_value,
-    init_memory,
-    memory_read,
-    memory_write,
-    sigma,
-)
-
-EMPTY_MEMORY_MODES = ("gate", "local")
-
-
-@dataclasses.dataclass(frozen=True)
-class InfiniOptions:
-    """The choices of the op, carried together (see `infini_attention` for each)."""
-
-    update: str = "delta"
-    gate: str = "hard_sigmoid"
-    empty_memory: str = "gate"
-    rope_theta: float = 10000.0
-
-    def check(self) -> None:
-        """One ValueError line for an unknown option."""
-        for name, options in (
-            ("update", UPDATE_RULES),
-            ("gate", GATES),
-            ("empty_memory", EMPTY_MEMORY_MODES),
-        ):
-            value = getattr(self, name)
-            if value not in options:
-                raise ValueError(f"{name}={value!r} is not one of {options}")
+from infini_jax.ops.memory import InfiniOptions, Memory, init_memory, memory_write, mix, sigma
 
 
 def split_segments(x: jax.Array, n: int) -> jax.Array:
@@ -51,37 +17,6 @@ def merge_segments(x: jax.Array) -> jax.Array:
     """The inverse of `split_segments`: `[segments, batch, n, ...]` → `[batch, seq, ...]`."""
     s, b, n = x.shape[:3]
     return jnp.swapaxes(x, 0, 1).reshape(b, s * n, *x.shape[3:])
-
-
-def mix(
-    q: jax.Array,
-    a_dot: jax.Array,
-    balance: jax.Array,
-    memory: Memory,
-    reads: jax.Array,
-    options: InfiniOptions,
-) -> jax.Array:
-    """A = g(b)·A_mem + (1 − g(b))·A_dot, with A_mem = σ(q)M / σ(q)z read from `memory`.
-
-    Args:
-      q: `[b, n, heads, d]` queries (before RoPE: the memory carries no positions).
-      a_dot: `[b, n, kv_heads, group, d]` float32 local attention output.
-      balance: `[heads]` raw balance factors b.
-      memory: the state left by the previous segment.
-      reads: `[b, n]` bool, tokens allowed to read it (same document, not padding).
-      options: `gate` picks g; `empty_memory="local"` returns A_dot where nothing can be read.
-
-    Returns:
-      `[b, n, kv_heads, group, d]` float32.
-    """
-    kv, group = a_dot.shape[2:4]
-    sq = sigma(q).reshape(*a_dot.shape)
-    a_mem, has_memory = memory_read(sq, memory, reads)
-    g = gate_value(balance, options.gate).reshape(kv, group, 1)
-    out = g * a_mem + (1.0 - g) * a_dot
-    if options.empty_memory == "local":
-        out = jnp.where(has_memory[..., None], out, a_dot)
-    return out
 
 
 def check_args(q, k, v, balance, mask=None, segment_ids=None) -> None:

@@ -1,9 +1,11 @@
-"""The compressive memory of Infini-attention: state, retrieval and update (all float32).
+"""The compressive memory of Infini-attention: state, retrieval, update (all float32), and the
+gated mix of its retrieval with the local attention (`mix`), with the options carried together.
 
 Shapes: `b` batch, `n` tokens in the segment, `k` kv heads, `g` query heads per kv head,
 `d` head_dim. One memory per layer and per kv head; every query head of a group reads it.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 
 UPDATE_RULES = ("linear", "delta")
 GATES = ("sigmoid", "hard_sigmoid")
+EMPTY_MEMORY_MODES = ("gate", "local")
 
 
 class Memory(NamedTuple):
@@ -130,3 +133,55 @@ def memory_stats(memory: Memory) -> tuple[jax.Array, jax.Array]:
     `memory.doc` (`[batch]`, or `[layers, batch]` when stacked)."""
     norm = jnp.sqrt(jnp.sum(memory.m**2, axis=(-2, -1)))
     return jnp.mean(norm, axis=-1), jnp.mean(jnp.sum(memory.z, axis=-1), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class InfiniOptions:
+    """The choices of the op, carried together (see `infini_attention` for each)."""
+
+    update: str = "delta"
+    gate: str = "hard_sigmoid"
+    empty_memory: str = "gate"
+    rope_theta: float = 10000.0
+
+    def check(self) -> None:
+        """One ValueError line for an unknown option."""
+        for name, options in (
+            ("update", UPDATE_RULES),
+            ("gate", GATES),
+            ("empty_memory", EMPTY_MEMORY_MODES),
+        ):
+            value = getattr(self, name)
+            if value not in options:
+                raise ValueError(f"{name}={value!r} is not one of {options}")
+
+
+def mix(
+    q: jax.Array,
+    a_dot: jax.Array,
+    balance: jax.Array,
+    memory: Memory,
+    reads: jax.Array,
+    options: InfiniOptions,
+) -> jax.Array:
+    """A = g(b)·A_mem + (1 − g(b))·A_dot, with A_mem = σ(q)M / σ(q)z read from `memory`.
+
+    Args:
+      q: `[b, n, heads, d]` queries (before RoPE: the memory carries no positions).
+      a_dot: `[b, n, kv_heads, group, d]` float32 local attention output.
+      balance: `[heads]` raw balance factors b.
+      memory: the state left by the previous segment.
+      reads: `[b, n]` bool, tokens allowed to read it (same document, not padding).
+      options: `gate` picks g; `empty_memory="local"` returns A_dot where nothing can be read.
+
+    Returns:
+      `[b, n, kv_heads, group, d]` float32.
+    """
+    kv, group = a_dot.shape[2:4]
+    sq = sigma(q).reshape(*a_dot.shape)
+    a_mem, has_memory = memory_read(sq, memory, reads)
+    g = gate_value(balance, options.gate).reshape(kv, group, 1)
+    out = g * a_mem + (1.0 - g) * a_dot
+    if options.empty_memory == "local":
+        out = jnp.where(has_memory[..., None], out, a_dot)
+    return out

@@ -1,6 +1,6 @@
 r"""Input-pipeline throughput vs the train step's consumption, measured in one run.
 
-  python -m infini_jax.bench.data [--config=configs/llama_300m_infini.py] [--output=DIR]
+  python -m infini_jax.bench.data_speed [--config=configs/llama_300m_infini.py] [--output=DIR]
 
 Pins itself to one CPU core, then measures tokens/s of the grain pipeline at the config's batch
 shape for (a) the built-in synthetic corpus and (b) prepared ArrayRecord shards it writes
