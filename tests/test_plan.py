@@ -87,3 +87,9 @@ def test_plan_argument_parsing():
     assert param_group(("layers", "attention", "balance")) == "balance factors"
     assert param_group(("layers", "mlp_norm", "scale")) == "norms"
     assert param_group(("unembed", "kernel")) == "output projection"
+
+
+def test_plan_of_the_seed_config_with_default_flags_fills_the_mesh_the_batch_splits_over():
+    out = run([sys.executable, "-m", "infini_jax.plan", "--config=configs/llama_300m_infini.py"])
+    assert "302,015,584 parameters; mesh data=4, fsdp=1, tensor=1 (4 devices)" in out
+    assert "| h100 | 80 | yes" in out
