@@ -84,12 +84,19 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
     )
     restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
-        ),
+        step, args=ocp.args.Composite(state=_partial(target), data=ocp.args.JsonRestore())
     )
     return restored["state"], restored["data"]
+
+
+def _partial(target) -> ocp.args.PyTreeRestore:
+    """Restores the leaves of `target` (shapes, dtypes, shardings) and nothing else, so a
+    checkpoint holding more (the whole train state, or a field since removed) still loads."""
+    return ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
 
 
 def resolve(path: str) -> tuple[str, int | None]:
@@ -132,15 +139,6 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": target},
-                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}),
-                partial_restore=True,
-            )
-        ),
-    )
+    restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
     mngr.close()
     return config, step, restored["state"]["params"]

@@ -25,10 +25,6 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def error_line(e: Error) -> str:
-    return f"{'config error' if isinstance(e, ConfigError) else 'error'}: {e}"
-
-
 def parse_flags(argv: list[str]) -> list[str]:
     """absl `flags_parser`: a bad flag, an unknown `--config.<field>` or a config file that
     cannot be loaded is one line and exit status 2, not a traceback."""
@@ -71,7 +67,7 @@ def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> N
         try:
             return main(args)
         except Error as e:
-            fail(error_line(e))
+            fail(f"{'config error' if isinstance(e, ConfigError) else 'error'}: {e}")
 
     app.run(wrapped, argv=argv, flags_parser=parse_flags)
 

@@ -13,8 +13,7 @@ this one run, on this machine. docs/performance.md explains each figure.
 from absl import flags
 
 from infini_jax import cli
-from infini_jax.bench import data_speed
-from infini_jax.bench import eval_memory, train_speed, write_records
+from infini_jax.bench import data_speed, eval_memory, train_speed, write_records
 from infini_jax.bench.peak import matmul_peak
 
 QUICK = dict(
