@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import chex
 import jax
@@ -298,3 +299,30 @@ def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
     ft.model.num_layers = 3
     with pytest.raises(ConfigError, match=r"model.num_layers: checkpoint 2 vs config 3"):
         train.train(ft, str(tmp_path / "ft3"))
+
+
+def test_a_checkpoint_whose_state_has_a_field_since_removed_still_restores(tiny_config, tmp_path):
+    """Checkpoints written before TrainState lost its unused `rng` restore what is needed."""
+
+    class OldState(NamedTuple):
+        step: jax.Array
+        params: dict
+        opt_state: object
+        rng: jax.Array
+        skipped: jax.Array
+        nonfinite_run: jax.Array
+
+    opt = optim.OptimizerConfig.from_config(tiny_config.optimizer)
+    state = init_state(small_model(), optim.make_optimizer(opt, 10)[0], 0)
+    old = OldState(*state[:3], jnp.arange(2, dtype=jnp.uint32), *state[3:])
+    mngr = checkpoint.manager(str(tmp_path), tiny_config)
+    checkpoint.save(mngr, 1, old, {"position": 7}, tiny_config)
+    mngr.wait_until_finished()
+    mngr.close()
+    mngr = checkpoint.manager(str(tmp_path), tiny_config)  # as a later run (a new process) does
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.eval_shape(lambda: state)
+    restored, data = checkpoint.restore(mngr, 1, abstract, jax.tree.map(lambda _: device, abstract))
+    mngr.close()
+    assert type(restored) is type(state) and data == {"position": 7}
+    chex.assert_trees_all_equal(restored, state)
