@@ -39,7 +39,7 @@ def save(
     mngr.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.PyTreeSave(state),  # the handler `_partial` restores with
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config.to_dict()),
         ),
