@@ -36,34 +36,34 @@ FULL = dict(
 )
 
 
-def memory_records(lengths: list[int], config: str) -> list[dict]:
+def memory_records(lengths: list[int], spec: str) -> list[dict]:
     """Compiled memory (XLA memory analysis) of the train step, compiled but not run."""
     out = []
     for seq in lengths:
         for kind in ("full", "local", "infini"):
-            c = (
+            config = (
                 train_speed.bench_config(kind, seq)
-                if config == "bench"
-                else train_speed.file_config(config, kind, seq)
+                if spec == "bench"
+                else train_speed.file_config(spec, kind, seq)
             )
-            *_, compile_s, memory = train_speed.compile_step(c)
+            *_, compile_s, memory = train_speed.compile_step(config)
             r = {"bench": "memory", "attention": kind, "seq_len": seq, "memory_bytes": memory}
-            r.update(compile_s=compile_s, layers=c.model.num_layers)
+            r.update(compile_s=compile_s, layers=config.model.num_layers)
             print(f"memory {kind:>6} {seq:>6} tokens: {memory / 2**20:>9,.0f} MiB", flush=True)
             out.append(r)
     return out
 
 
-def compile_records(layers: list[int], config: str, seq: int = 2048) -> list[dict]:
+def compile_records(layers: list[int], spec: str, seq: int = 2048) -> list[dict]:
     """Compile time of the infini train step against the number of layers."""
     out = []
     for n in layers:
-        c = (
+        config = (
             train_speed.bench_config("infini", seq, n)
-            if config == "bench"
-            else train_speed.file_config(config, "infini", seq, n)
+            if spec == "bench"
+            else train_speed.file_config(spec, "infini", seq, n)
         )
-        *_, compile_s, _ = train_speed.compile_step(c)
+        *_, compile_s, _ = train_speed.compile_step(config)
         print(f"compile infini {n:>3} layers: {compile_s:.1f} s", flush=True)
         out.append(
             {

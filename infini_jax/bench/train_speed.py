@@ -28,22 +28,22 @@ from infini_jax.train_step import compiled_peak_bytes, init_state, make_training
 def bench_config(attention: str, seq_len: int, layers: int = 4):
     """The bench model: tiny.py grown to a CPU-sized LLaMA of 13.7M parameters: 4 layers,
     d_model 512, 4 heads of 128 (2 kv heads), SwiGLU 1536, vocab 512, segment 256, batch 2."""
-    c = load_preset("tiny")
-    m = c.model
+    config = load_preset("tiny")
+    m = config.model
     m.attention, m.num_layers, m.d_model, m.num_heads, m.num_kv_heads = attention, layers, 512, 4, 2
     m.mlp_dim, m.segment_len, m.vocab_size = 1536, 256, 512
-    c.data.seq_len, c.data.batch_size = seq_len, 2
+    config.data.seq_len, config.data.batch_size = seq_len, 2
     m.dtype = "float32" if jax.devices()[0].platform == "cpu" else "bfloat16"
-    return c
+    return config
 
 
 def file_config(path: str, attention: str, seq_len: int, layers: int | None = None):
-    c = load_config(path if os.path.isabs(path) else os.path.join(REPO, path))
-    c.model.attention, c.data.seq_len = attention, seq_len
-    c.data.batch_size = c.data.batch_size // max(1, c.data.seq_len // 8192) or 1
+    config = load_config(path if os.path.isabs(path) else os.path.join(REPO, path))
+    config.model.attention, config.data.seq_len = attention, seq_len
+    config.data.batch_size = config.data.batch_size // max(1, config.data.seq_len // 8192) or 1
     if layers:
-        c.model.num_layers = layers
-    return c
+        config.model.num_layers = layers
+    return config
 
 
 def compile_step(config):
@@ -116,19 +116,20 @@ def measure(config, peak: float, steps: int = 3) -> dict:
     return record
 
 
-def run(kinds, lengths, peak: float, config: str = "bench", steps: int = 3) -> list[dict]:
+def run(kinds, lengths, peak: float, spec: str = "bench", steps: int = 3) -> list[dict]:
+    """One record per (length, kind) of the `spec` model: "bench" or a config file."""
     records = []
     for seq in lengths:
         for kind in kinds:
-            c = bench_config(kind, seq) if config == "bench" else file_config(config, kind, seq)
+            config = bench_config(kind, seq) if spec == "bench" else file_config(spec, kind, seq)
             try:
-                r = measure(c, peak, steps)
+                r = measure(config, peak, steps)
             except Exception as e:  # one failing point (e.g. out of memory) does not end the run
                 r = {
                     "bench": "train_step",
                     "attention": kind,
                     "seq_len": seq,
-                    "layers": c.model.num_layers,
+                    "layers": config.model.num_layers,
                     "skipped": f"{type(e).__name__}: {str(e)[:200]}",
                 }
             records.append(r)
