@@ -4,7 +4,8 @@ import jax
 import pytest
 
 from infini_jax import model
-from infini_jax.config import ConfigError, load_config, save_config, validate
+from infini_jax.config import load_config, save_config, validate
+from infini_jax.errors import ConfigError
 from tests.conftest import config_path
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from infini_jax.config import ConfigError
+from infini_jax.errors import ConfigError
 from infini_jax.sweep import expand, plan_runs, run_name
 from tests.conftest import ROOT
 from tests.test_train import SMALL

@@ -17,7 +17,8 @@ import optax
 import pytest
 
 from infini_jax import checkpoint, optim, train
-from infini_jax.config import ConfigError, load_config
+from infini_jax.config import load_config
+from infini_jax.errors import ConfigError
 from infini_jax.train_step import init_state, train_step
 from tests.conftest import ROOT, config_path, small_model
 
