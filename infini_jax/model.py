@@ -82,8 +82,8 @@ def segment_step(
 def init_cache(model_cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
     """Empty KV caches of every layer, stacked on a leading `[layers]` axis: one segment's
     slots for "infini"/"local", `max_len` (prompt + new tokens) for "full"."""
-    window = max_len if model_cfg.attention == "full" else model_cfg.segment_len
     c = model_cfg
+    window = max_len if c.attention == "full" else c.segment_len
     return _per_layer(c, ops.init_cache(batch, window, c.num_kv_heads, c.head_dim, c.compute_dtype))
 
 
