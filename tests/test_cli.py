@@ -25,6 +25,12 @@ CASES = [
     ),
     ("infini_jax.train", ["--config=configs/tiny.py"], r"^error: --workdir is required"),
     (
+        "infini_jax.train",
+        ["--config=configs/tiny.py", f"--workdir={W}/w", "--config.model.vocab_size=100"],
+        r"^config error: config.model.vocab_size=100 is too small for the built-in tokenizer "
+        r"\(.*Vocabulary size is smaller than required_chars\. 100 vs \d+.*\); raise it",
+    ),
+    (
         "infini_jax.evaluate",
         ["--config=configs/eval/passkey.py", f"--checkpoint={W}/none", f"--output={W}/o"],
         r"^error: no checkpoints in .*/none",

@@ -30,7 +30,7 @@ from infini_jax.data import synthetic
 from infini_jax.data.config import DataConfig, SyntheticConfig
 from infini_jax.data.prepare import decode_record
 from infini_jax.data.tokenizer import EOS_ID, Tokenizer, default_tokenizer
-from infini_jax.errors import DataError
+from infini_jax.errors import ConfigError, DataError, TokenizerError
 
 SPLITS = ("train", "validation")
 SYNTHETIC_DOCS = 1 << 31  # the synthetic corpus is indexed, effectively endless
@@ -269,10 +269,21 @@ def _allgather_json(obj) -> list:
 
 def resolve_tokenizer(data: DataConfig, workdir: str, vocab_size: int, seed: int) -> Tokenizer:
     """The configured tokenizer (or the built-in one), checked against the model's vocab."""
-    tok = (
-        Tokenizer(data.tokenizer)
-        if data.tokenizer
-        else default_tokenizer(workdir, min(vocab_size, data.synthetic.tokenizer_vocab_size), seed)
-    )
+    if data.tokenizer:
+        tok = Tokenizer(data.tokenizer)
+    else:
+        size = min(vocab_size, data.synthetic.tokenizer_vocab_size)
+        try:
+            tok = default_tokenizer(workdir, size, seed)
+        except TokenizerError as e:
+            field = (
+                f"config.model.vocab_size={vocab_size}"
+                if vocab_size <= data.synthetic.tokenizer_vocab_size
+                else f"config.data.synthetic.tokenizer_vocab_size={size}"
+            )
+            raise ConfigError(
+                f"{field} is too small for the built-in tokenizer ({e}); raise it, or pass "
+                "your own --config.data.tokenizer"
+            ) from None
     tok.check_fits(vocab_size)
     return tok

@@ -60,27 +60,35 @@ def train(
     output: str,
     progress: bool = True,
     model_type: str = "bpe",
+    source: str = "the given texts",
 ) -> Tokenizer:
-    """Trains a sentencepiece model on `texts` and writes it atomically to `output`."""
+    """Trains a sentencepiece model on `texts` and writes it atomically to `output`.
+
+    A vocabulary sentencepiece cannot build (e.g. smaller than the corpus's characters) is a
+    `TokenizerError` with sentencepiece's reason."""
     model = io.BytesIO()
     stream = tqdm(
         texts, desc="tokenizer: documents", unit="doc", disable=not progress, file=sys.stderr
     )
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(stream),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        pad_id=PAD_ID,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        split_digits=True,
-        byte_fallback=True,
-        max_sentence_length=1 << 24,
-        minloglevel=2,
-        num_threads=os.cpu_count() or 1,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(stream),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            split_digits=True,
+            byte_fallback=True,
+            max_sentence_length=1 << 24,
+            minloglevel=2,
+            num_threads=os.cpu_count() or 1,
+        )
+    except RuntimeError as e:
+        reason = str(e).rpartition("] ")[2] or str(e)
+        raise TokenizerError(f"sentencepiece could not train on {source}: {reason}") from None
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output + ".tmp", "wb") as f:
         f.write(model.getvalue())
@@ -100,7 +108,7 @@ def default_tokenizer(workdir: str, vocab_size: int, seed: int = 0) -> Tokenizer
     """The built-in tokenizer: trained on the synthetic corpus, cached in the workdir."""
     path = os.path.join(workdir, f"tokenizer_synthetic_{vocab_size}.model")
     if not os.path.isfile(path):
-        train(synthetic_texts(seed), vocab_size, path, progress=False)
+        train(synthetic_texts(seed), vocab_size, path, False, source="the built-in corpus")
     return Tokenizer(path)
 
 
@@ -125,10 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             for path in sources.expand(f.input)
             for doc in sources.read_documents(path, text_field=f.text_field, stats=stats)
         )
-        try:
-            tok = train(texts, f.vocab_size, f.output)
-        except RuntimeError as e:  # sentencepiece: e.g. vocab_size larger than the corpus allows
-            raise TokenizerError(f"sentencepiece could not train on {f.input}: {e}") from None
+        tok = train(texts, f.vocab_size, f.output, source=f.input)
         print(f"wrote {f.output}: {tok.vocab_size} tokens; read {stats.summary()}")
 
     cli.run(run, argv)
