@@ -89,8 +89,6 @@ class Section:
             value = values[name]
             if isinstance(f.type, type) and issubclass(f.type, Section):
                 value = f.type.from_config(value)
-            elif isinstance(value, list):
-                value = tuple(value)  # JSON round trips turn tuples into lists
             kwargs[name] = value
         out = cls(**kwargs)
         out.check()
