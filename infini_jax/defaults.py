@@ -41,14 +41,20 @@ def base_config() -> ml_collections.ConfigDict:
     model = config.model = ml_collections.ConfigDict()
     model.vocab_size = 512  # Vocabulary size; the tokenizer must fit in it.
     model.num_layers = 2  # Decoder blocks.
-    model.d_model = 128  # Hidden size; head_dim = d_model / num_heads must be an even integer.
+    model.d_model = 128  # Hidden size.
     model.num_heads = 4  # Query heads.
+    model.head_dim = 0  # Features per head (even); 0 = d_model / num_heads.
     model.num_kv_heads = 2  # Key/value heads (< num_heads = GQA); the memory lives per kv head.
     model.mlp_dim = 384  # SwiGLU hidden size.
     model.tie_embeddings = False  # Share the input embedding and the output projection.
     model.init_std = 0.03125  # Std of the normal init of every weight matrix and embedding.
     model.norm_eps = 1e-5  # RMSNorm epsilon.
     model.rope_theta = 10_000.0  # RoPE base of the local attention (positions restart per segment).
+    model.rope_scaling = "none"  # RoPE frequency scaling: "none" or "llama3" (Llama 3.1 rule).
+    model.rope_scaling_factor = 8.0  # llama3: the lowest frequencies are divided by this.
+    model.rope_low_freq_factor = 1.0  # llama3: wavelengths > original_len / this are scaled.
+    model.rope_high_freq_factor = 4.0  # llama3: wavelengths < original_len / this are kept.
+    model.rope_original_len = 8192  # llama3: the context length of the unscaled base model.
     model.attention = "infini"  # "full" (causal over the sequence), "local" (segments) or "infini".
     model.segment_len = 64  # Tokens per segment N: the local attention window and the scan step.
     model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).

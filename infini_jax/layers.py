@@ -101,15 +101,13 @@ class Attention(nn.Module):
             )
         elif cache is not None:
             wrap = c.attention == "local"
-            out, cache = ops.local_decode(q, k, v, cache, rope_theta=c.rope_theta, wrap=wrap)
+            out, cache = ops.local_decode(q, k, v, cache, rope=c.rope, wrap=wrap)
         elif balance is not None:
             out, memory = ops.infini_segment(
                 q, k, v, balance, memory, c.infini_options, mask=mask, segment_ids=segment_ids
             )
         else:
-            out = ops.local_attention(
-                q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=c.rope_theta
-            )
+            out = ops.local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope=c.rope)
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
         return y, memory, cache
 

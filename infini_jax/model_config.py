@@ -8,7 +8,14 @@ import jax.numpy as jnp
 
 from infini_jax.defaults import base_config
 from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
-from infini_jax.ops import EMPTY_MEMORY_MODES, GATES, UPDATE_RULES, InfiniOptions
+from infini_jax.ops import (
+    EMPTY_MEMORY_MODES,
+    GATES,
+    ROPE_SCALINGS,
+    UPDATE_RULES,
+    InfiniOptions,
+    Rope,
+)
 
 ATTENTION_KINDS = ("full", "local", "infini")
 REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
@@ -18,9 +25,22 @@ DTYPES = ("float32", "bfloat16")
 class _ModelMethods(Section):
     PREFIX = "model"
 
+    def __post_init__(self):
+        # head_dim = 0 means d_model / num_heads (when that divides; else `check` says so).
+        if self.head_dim == 0 and is_int(self.num_heads) and self.num_heads > 0:
+            if is_int(self.d_model) and self.d_model % self.num_heads == 0:
+                object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
+
     @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+    def rope(self) -> Rope:
+        return Rope(
+            self.rope_theta,
+            self.rope_scaling,
+            self.rope_scaling_factor,
+            self.rope_low_freq_factor,
+            self.rope_high_freq_factor,
+            self.rope_original_len,
+        )
 
     @property
     def compute_dtype(self):
@@ -29,7 +49,7 @@ class _ModelMethods(Section):
     @property
     def infini_options(self) -> InfiniOptions:
         """The options of the Infini-attention op, carried together."""
-        return InfiniOptions(self.memory_update, self.gate, self.empty_memory, self.rope_theta)
+        return InfiniOptions(self.memory_update, self.gate, self.empty_memory, self.rope)
 
     def window_len(self, seq_len: int) -> int:
         """Tokens per scan step: the whole sequence for "full", else `segment_len`."""
@@ -46,13 +66,14 @@ class _ModelMethods(Section):
         shape = ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim")
         check_positive_ints({k: getattr(self, k) for k in (*shape, "segment_len")}, "model.")
         check(
-            self.d_model % self.num_heads == 0,
+            self.head_dim != 0,
             f"config.model.num_heads={self.num_heads} does not divide config.model.d_model="
-            f"{self.d_model}; choose them so that head_dim = d_model / num_heads is an integer",
+            f"{self.d_model}; choose them so that d_model / num_heads is an integer, or set "
+            "config.model.head_dim",
         )
         check(
-            self.head_dim % 2 == 0,
-            f"config.model: head_dim = d_model / num_heads = {self.head_dim} must be even (RoPE)",
+            is_int(self.head_dim) and self.head_dim > 0 and self.head_dim % 2 == 0,
+            f"config.model: head_dim = {self.head_dim!r} must be a positive even integer (RoPE)",
         )
         check(
             self.num_heads % self.num_kv_heads == 0,
@@ -65,7 +86,15 @@ class _ModelMethods(Section):
         check_choice(self.empty_memory, EMPTY_MEMORY_MODES, "model.empty_memory")
         check_choice(self.remat_policy, REMAT_POLICIES, "model.remat_policy")
         check_choice(self.dtype, DTYPES, "model.dtype")
-        for name in ("init_std", "norm_eps", "rope_theta"):
+        check_choice(self.rope_scaling, ROPE_SCALINGS, "model.rope_scaling")
+        names = ("init_std", "norm_eps", "rope_theta", "rope_scaling_factor")
+        names += ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_len")
+        check(
+            self.rope_high_freq_factor > self.rope_low_freq_factor,
+            f"config.model.rope_high_freq_factor={self.rope_high_freq_factor} must be > "
+            f"rope_low_freq_factor={self.rope_low_freq_factor}",
+        )
+        for name in names:
             value = getattr(self, name)
             check(value > 0, f"config.model.{name}={value!r} must be > 0")
         check(

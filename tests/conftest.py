@@ -26,6 +26,7 @@ def small_model(**overrides):
         num_kv_heads=2,
         mlp_dim=48,
         segment_len=8,
+        head_dim=0,  # d_model / num_heads of these sizes
     )
     base.update(overrides)
     return dataclasses.replace(cfg, **base)

@@ -75,7 +75,7 @@ def test_head_dim_must_be_even(tiny_config):
     tiny_config.model.d_model = 12
     tiny_config.model.num_heads = 4
     tiny_config.model.num_kv_heads = 4
-    with pytest.raises(ConfigError, match="head_dim = d_model / num_heads = 3 must be even"):
+    with pytest.raises(ConfigError, match="head_dim = 3 must be a positive even integer"):
         validate(tiny_config)
 
 

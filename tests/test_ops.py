@@ -25,6 +25,8 @@ def make_inputs(seed, b=2, t=12, h=4, kv=2, d=8, balance_scale=2.0):
 def run_both(q, k, v, balance, **kw):
     out, mem = ops.infini_attention(*(jnp.asarray(x) for x in (q, k, v, balance)), **kw)
     ref_kw = dict(kw)
+    if "rope" in ref_kw:
+        ref_kw["rope_theta"] = ref_kw.pop("rope").theta
     if kw.get("memory") is not None:
         ref_kw["memory"] = tuple(np.asarray(x) for x in kw["memory"])
     ref_out, ref_mem = infini_reference(q, k, v, balance, **ref_kw)
@@ -49,7 +51,7 @@ CASES = list(
 @pytest.mark.parametrize("update,gate,kv,empty", CASES)
 def test_matches_reference(update, gate, kv, empty):
     q, k, v, balance = make_inputs(100 + CASES.index((update, gate, kv, empty)), kv=kv)
-    kw = dict(update=update, gate=gate, empty_memory=empty, rope_theta=100.0)
+    kw = dict(update=update, gate=gate, empty_memory=empty, rope=ops.Rope(100.0))
     got, ref = run_both(q, k, v, balance, segment_len=4, **kw)
     assert_matches(got, ref)
 

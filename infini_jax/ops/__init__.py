@@ -17,13 +17,15 @@ from infini_jax.ops.memory import (
     mix,
     sigma,
 )
-from infini_jax.ops.rope import apply_rope, rope_angles
+from infini_jax.ops.rope import ROPE_SCALINGS, Rope, apply_rope, rope_angles
 
 __all__ = [
     "EMPTY_MEMORY_MODES",
     "GATES",
     "InfiniOptions",
     "KVCache",
+    "ROPE_SCALINGS",
+    "Rope",
     "UPDATE_RULES",
     "Memory",
     "apply_rope",

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from infini_jax.ops.local import attend
 from infini_jax.ops.memory import InfiniOptions, Memory, memory_write, mix, sigma
-from infini_jax.ops.rope import apply_rope
+from infini_jax.ops.rope import Rope, apply_rope
 
 
 class KVCache(NamedTuple):
@@ -35,7 +35,7 @@ def init_cache(batch: int, window: int, kv_heads: int, head_dim: int, dtype) -> 
 
 
 def cached_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, rope_theta: float
+    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, rope: Rope
 ) -> tuple[jax.Array, KVCache]:
     """Causal attention of one new token over the window so far (itself included).
 
@@ -50,9 +50,9 @@ def cached_attention(
     start = (0, cache.pos, 0, 0)
     ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
     cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
-    qr = apply_rope(q, cache.pos[None], rope_theta).reshape(b, 1, kv, h // kv, d)
+    qr = apply_rope(q, cache.pos[None], rope).reshape(b, 1, kv, h // kv, d)
     positions = jnp.arange(n)
-    kr = apply_rope(ck, positions, rope_theta)
+    kr = apply_rope(ck, positions, rope)
     out = attend(qr, kr, cv, cache.pos[None], positions, None, None, None)
     return out, KVCache(ck, cv, cache.pos + 1)
 
@@ -73,7 +73,7 @@ def infini_decode(
     memory, cache)`.
     """
     b, _, h, d = q.shape
-    a_dot, cache = cached_attention(q, k, v, cache, options.rope_theta)
+    a_dot, cache = cached_attention(q, k, v, cache, options.rope)
     reads = jnp.ones((b, 1), bool)  # one document per row in generation
     out = mix(q, a_dot, balance, memory, reads, options)
     window = cache.k.shape[1]
@@ -90,10 +90,10 @@ def infini_decode(
 
 
 def local_decode(
-    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, *, rope_theta: float, wrap: bool
+    q: jax.Array, k: jax.Array, v: jax.Array, cache: KVCache, *, rope: Rope, wrap: bool
 ) -> tuple[jax.Array, KVCache]:
     """One token of "local" (`wrap=True`: the window restarts when full) or "full" attention."""
-    out, cache = cached_attention(q, k, v, cache, rope_theta)
+    out, cache = cached_attention(q, k, v, cache, rope)
     if wrap:
         full = cache.pos == cache.k.shape[1]
         cache = cache._replace(pos=jnp.where(full, 0, cache.pos))

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from infini_jax.ops.local import local_attention
 from infini_jax.ops.memory import InfiniOptions, Memory, init_memory, memory_write, mix, sigma
+from infini_jax.ops.rope import DEFAULT_ROPE, Rope
 
 
 def split_segments(x: jax.Array, n: int) -> jax.Array:
@@ -69,9 +70,7 @@ def infini_segment(
         mask = jnp.ones((b, n), bool)
     if segment_ids is None:
         segment_ids = jnp.zeros((b, n), jnp.int32)
-    a_dot = local_attention(
-        q, k, v, mask=mask, segment_ids=segment_ids, rope_theta=options.rope_theta
-    )
+    a_dot = local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope=options.rope)
     a_dot = a_dot.reshape(b, n, kv, h // kv, d).astype(jnp.float32)
     reads = mask & (segment_ids == memory.doc[:, None])
     out = mix(q, a_dot, balance, memory, reads, options) * mask[:, :, None, None, None]
@@ -88,7 +87,7 @@ def infini_attention(
     segment_len: int,
     update: str = "delta",
     gate: str = "hard_sigmoid",
-    rope_theta: float = 10000.0,
+    rope: Rope = DEFAULT_ROPE,
     memory: Memory | None = None,
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
@@ -106,7 +105,7 @@ def infini_attention(
       segment_len: tokens per segment N; `seq % segment_len == 0`.
       update: `"linear"` or `"delta"` memory update.
       gate: `"sigmoid"` or `"hard_sigmoid"` (clip(0.2·b + 0.5, 0, 1)).
-      rope_theta: RoPE base for the local attention (the memory path carries no positions).
+      rope: RoPE base and scaling of the local attention (the memory path carries no positions).
       memory: state to start from (`None` = empty); float32 m `[batch, kv_heads, d, d]`,
         z `[batch, kv_heads, d]`, doc `[batch]`.
       mask: `[batch, seq]` bool, False = padding: never attended to, never written, output 0.
@@ -120,7 +119,7 @@ def infini_attention(
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
     """
     check_args(q, k, v, balance, mask, segment_ids)
-    options = InfiniOptions(update, gate, empty_memory, rope_theta)
+    options = InfiniOptions(update, gate, empty_memory, rope)
     options.check()
     b, t, h, d = q.shape
     if segment_len <= 0 or t % segment_len:

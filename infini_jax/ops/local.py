@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from infini_jax.ops.rope import apply_rope
+from infini_jax.ops.rope import DEFAULT_ROPE, Rope, apply_rope
 
 
 def local_attention(
@@ -13,7 +13,7 @@ def local_attention(
     *,
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
-    rope_theta: float = 10000.0,
+    rope: Rope = DEFAULT_ROPE,
     query_block: int = 2048,
 ) -> jax.Array:
     """Causal dot-product attention with RoPE positions `0 .. seq-1` inside the window.
@@ -25,7 +25,7 @@ def local_attention(
       mask: `[batch, seq]` bool, False = padding. Padded keys are never attended to and
         padded query positions output zeros.
       segment_ids: `[batch, seq]` int document ids; a query attends only to keys of its document.
-      rope_theta: RoPE base.
+      rope: RoPE base and scaling.
       query_block: windows longer than this (a multiple of it) are computed one block of
         queries at a time, rematerialised in the backward pass: same result, memory linear in
         the window instead of quadratic.
@@ -37,8 +37,8 @@ def local_attention(
     b, t, h, d = q.shape
     kv = k.shape[2]
     positions = jnp.arange(t)
-    qr = apply_rope(q, positions, rope_theta).reshape(b, t, kv, h // kv, d)
-    kr = apply_rope(k, positions, rope_theta)
+    qr = apply_rope(q, positions, rope).reshape(b, t, kv, h // kv, d)
+    kr = apply_rope(k, positions, rope)
     if t > query_block and t % query_block == 0:
         ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
         # Long windows ("full" attention): query blocks in a scan, each rematerialised, so

@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from infini_jax.ops.rope import Rope
+
 UPDATE_RULES = ("linear", "delta")
 GATES = ("sigmoid", "hard_sigmoid")
 EMPTY_MEMORY_MODES = ("gate", "local")
@@ -142,7 +144,7 @@ class InfiniOptions:
     update: str = "delta"
     gate: str = "hard_sigmoid"
     empty_memory: str = "gate"
-    rope_theta: float = 10000.0
+    rope: Rope = Rope()
 
     def check(self) -> None:
         """One ValueError line for an unknown option."""
