@@ -72,7 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     data.batch_size = 8  # Global batch in sequences.
     data.source = "synthetic"  # Comma-separated: "synthetic" and/or globs of prepared shards.
     data.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
-    data.tokenizer = ""  # sentencepiece .model; "" = built-in, trained on the synthetic corpus.
+    # A sentencepiece .model, a Hugging Face tokenizer.json, or a directory holding one;
+    # "" = built-in (sentencepiece trained on the synthetic corpus, cached in the workdir).
+    data.tokenizer = ""
     data.packing = "padding"  # "padding": one document per row; "concat": pack with segment_ids.
     data.validation_fraction = 0.01  # Share of prepared documents held out, in (0, 0.5].
     data.worker_count = 0  # grain prefetch processes; 0 = inside the training process.

@@ -60,7 +60,7 @@ def test_tokenizer_round_trip_and_special_ids(tok, tmp_path):
     assert tok.decode(tok.encode(text)) == text
     assert [tok.sp.id_to_piece(i) for i in tok.encode(" 71432")][1:] == list("71432")
     assert (tok.pad_id, tok.sp.unk_id(), tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
-    again = tokenizer.Tokenizer(tok.path)
+    again = tokenizer.load(tok.path)
     assert again.encode(text) == tok.encode(text) and again.vocab_size == 384
 
 
@@ -70,7 +70,7 @@ def test_tokenizer_cli_trains_from_files(tmp_path):
     args = ["train", f"--input={tmp_path}/*.jsonl"]
     r = run_cli("infini_jax.data.tokenizer", *args, "--vocab_size=300", f"--output={out}")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert tokenizer.Tokenizer(out).vocab_size == 300
+    assert tokenizer.load(out).vocab_size == 300
     r = run_cli("infini_jax.data.tokenizer", *args, "--vocab_size=100", f"--output={out}2")
     assert r.returncode == 2  # the error is the last line, after the progress bar
     last = r.stderr.strip().splitlines()[-1]
@@ -87,9 +87,9 @@ def test_tokenizer_larger_than_model_vocab_is_an_error(tok):
 def test_bad_tokenizer_file_is_an_error(tmp_path):
     (tmp_path / "bad.model").write_bytes(b"not a model")
     with pytest.raises(tokenizer.TokenizerError, match="bad.model is not a sentencepiece model"):
-        tokenizer.Tokenizer(str(tmp_path / "bad.model"))
+        tokenizer.load(str(tmp_path / "bad.model"))
     with pytest.raises(tokenizer.TokenizerError, match="nope.model does not exist"):
-        tokenizer.Tokenizer(str(tmp_path / "nope.model"))
+        tokenizer.load(str(tmp_path / "nope.model"))
 
 
 def test_prepare_then_pipeline_yields_every_token_once_in_seeded_order(tok, tmp_path):

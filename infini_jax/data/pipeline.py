@@ -26,10 +26,9 @@ import numpy as np
 from absl import flags
 from jax.experimental import multihost_utils
 
-from infini_jax.data import synthetic
+from infini_jax.data import synthetic, tokenizer
 from infini_jax.data.config import DataConfig, SyntheticConfig
 from infini_jax.data.prepare import decode_record
-from infini_jax.data.tokenizer import EOS_ID, Tokenizer, default_tokenizer
 from infini_jax.errors import ConfigError, DataError, TokenizerError
 
 SPLITS = ("train", "validation")
@@ -42,28 +41,28 @@ class SyntheticSource:
 
     def __init__(self, tokenizer_path: str, seed: int, syn: SyntheticConfig):
         self.tokenizer_path, self.seed, self.syn = tokenizer_path, seed, syn
-        self._tasks = None
+        self._tasks, self._eos = None, None
 
     def __len__(self) -> int:
         return SYNTHETIC_DOCS
 
     def __getitem__(self, i: int) -> np.ndarray:
         if self._tasks is None:
-            self._tasks = synthetic.SyntheticTasks(
-                Tokenizer(self.tokenizer_path).encode, self.syn.key_digits
-            )
+            tok = tokenizer.load(self.tokenizer_path)
+            self._tasks = synthetic.SyntheticTasks(tok.encode, self.syn.key_digits)
+            self._eos = tok.eos_id
         syn = self.syn
         rng = np.random.default_rng([self.seed, int(i)])
         weights = np.asarray([syn.passkey_weight, syn.kv_recall_weight], np.float64)
         task = synthetic.TASKS[rng.choice(2, p=weights / weights.sum())]
         length = int(rng.integers(syn.min_length, syn.max_length + 1)) - 1  # room for EOS
         doc = self._tasks.sample(rng, task, length)
-        return np.append(doc.tokens, np.int32(EOS_ID)).astype(np.int32)
+        return np.append(doc.tokens, np.int32(self._eos)).astype(np.int32)
 
 
 def check_synthetic_lengths(syn: SyntheticConfig, tokenizer_path: str) -> None:
     """Start-up check: the shortest configured document must fit every task's fixed parts."""
-    tasks = synthetic.SyntheticTasks(Tokenizer(tokenizer_path).encode, syn.key_digits)
+    tasks = synthetic.SyntheticTasks(tokenizer.load(tokenizer_path).encode, syn.key_digits)
     for task in synthetic.TASKS:
         try:
             tasks.sample(np.random.default_rng(0), task, syn.min_length - 1)  # - 1: the EOS
@@ -267,14 +266,16 @@ def _allgather_json(obj) -> list:
     ]
 
 
-def resolve_tokenizer(data: DataConfig, workdir: str, vocab_size: int, seed: int) -> Tokenizer:
+def resolve_tokenizer(
+    data: DataConfig, workdir: str, vocab_size: int, seed: int
+) -> tokenizer.Tokenizer:
     """The configured tokenizer (or the built-in one), checked against the model's vocab."""
     if data.tokenizer:
-        tok = Tokenizer(data.tokenizer)
+        tok = tokenizer.load(data.tokenizer)
     else:
         size = min(vocab_size, data.synthetic.tokenizer_vocab_size)
         try:
-            tok = default_tokenizer(workdir, size, seed)
+            tok = tokenizer.default_tokenizer(workdir, size, seed)
         except TokenizerError as e:
             field = (
                 f"config.model.vocab_size={vocab_size}"

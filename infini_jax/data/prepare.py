@@ -19,8 +19,7 @@ import numpy as np
 from array_record.python import array_record_module
 from tqdm import tqdm
 
-from infini_jax.data import sources
-from infini_jax.data.tokenizer import Tokenizer
+from infini_jax.data import sources, tokenizer
 
 DTYPE = "<i4"
 
@@ -38,7 +37,7 @@ def _write_shard(job) -> dict:
     final = os.path.join(output, shard_name(index, n))
     if os.path.exists(final):
         return {"shard": final, "skipped": True}
-    tok = Tokenizer(tokenizer_path)
+    tok = tokenizer.load(tokenizer_path)
     stats = sources.ReadStats()
     tmp = final + ".tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")  # grain: random access
@@ -54,7 +53,7 @@ def _write_shard(job) -> dict:
 
 def prepare(
     inputs: str,
-    tokenizer: str,
+    tokenizer_path: str,
     output: str,
     workers: int = 0,
     fmt: str | None = None,
@@ -63,10 +62,10 @@ def prepare(
 ) -> dict:
     """Writes the shards and the manifest; returns the manifest."""
     paths = sources.expand(inputs)
-    Tokenizer(tokenizer)  # fail now, not in a worker
+    tokenizer.load(tokenizer_path)  # fail now, not in a worker
     os.makedirs(output, exist_ok=True)
     n = len(paths)
-    jobs = [(i, n, p, tokenizer, output, fmt, text_field) for i, p in enumerate(paths)]
+    jobs = [(i, n, p, tokenizer_path, output, fmt, text_field) for i, p in enumerate(paths)]
     workers = workers or min(n, os.cpu_count() or 1)
     results = []
     bar = tqdm(total=n, desc="prepare: files", unit="file", disable=not progress, file=sys.stderr)
@@ -88,7 +87,7 @@ def prepare(
     shards = [previous.get(r["shard"], r) if r["skipped"] else r for r in results]
     manifest = {
         "inputs": paths,
-        "tokenizer": os.path.abspath(tokenizer),
+        "tokenizer": os.path.abspath(tokenizer_path),
         "shards": shards,
         "format": "int32 token ids per record, EOS-terminated",
     }
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     from infini_jax import cli
 
     flags.DEFINE_string("input", None, "Glob(s) of input files, comma-separated.")
-    flags.DEFINE_string("tokenizer", None, "sentencepiece .model file.")
+    flags.DEFINE_string("tokenizer", None, "sentencepiece .model, tokenizer.json or its dir.")
     flags.DEFINE_string("output", None, "Output directory for the shards.")
     flags.DEFINE_integer("workers", 0, "Processes (0 = one per core).")
     flags.DEFINE_enum("format", None, sources.FORMATS, "Force a format (default: by extension).")
