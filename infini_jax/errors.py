@@ -31,6 +31,10 @@ class CheckpointError(Error):
     """A checkpoint that is missing, or a step that is not there."""
 
 
+class ConvertError(Error):
+    """A Hugging Face checkpoint that cannot be imported, or a model that cannot be exported."""
+
+
 def check(ok: bool, message: str) -> None:
     """Raises `ConfigError(message)` unless `ok`."""
     if not ok:

@@ -56,6 +56,10 @@ class Tokenizer:
     def decode(self, ids) -> str:
         raise NotImplementedError
 
+    def piece(self, token_id: int) -> str:
+        """The vocabulary entry of one id (e.g. "</s>")."""
+        raise NotImplementedError
+
     def check_fits(self, model_vocab_size: int) -> None:
         """Start-up check: every id the tokenizer emits must be a row of the embedding."""
         if self.vocab_size > model_vocab_size:
@@ -88,6 +92,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
+
+    def piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(int(token_id))
 
 
 class HFTokenizer(Tokenizer):
@@ -126,6 +133,9 @@ class HFTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def piece(self, token_id: int) -> str:
+        return self.tok.id_to_token(int(token_id))
 
 
 def _config_specials(directory: str) -> dict[str, str]:

@@ -1,0 +1,289 @@
+r"""Hugging Face Llama checkpoints in and out.
+
+  python -m infini_jax.convert from_hf --hf=DIR --output=WORKDIR \
+      [--attention=full|local|infini] [--segment_len=2048] [--seq_len=N] [--balance_init=B]
+  python -m infini_jax.convert to_hf --checkpoint=WORKDIR[/STEP] --output=DIR \
+      [--dtype=float32|bfloat16|float16]
+
+`from_hf` reads a local `LlamaForCausalLM` directory (config.json, and `model.safetensors` or
+the shards of `model.safetensors.index.json`; bf16, f16 or f32) and writes a workdir that
+`train --config.init_from=WORKDIR`, `evaluate --checkpoint=WORKDIR` and `generate` take: an
+orbax checkpoint of float32 parameters (step 0), config.json, and the tokenizer copied into
+WORKDIR/tokenizer. Tensors are read one at a time, so the host holds about one float32 copy of
+the model. With `--attention=infini` every head gets a fresh balance factor
+(`model.balance_init`); all other weights are the pretrained ones.
+
+`to_hf` writes config.json, model.safetensors and the tokenizer, which
+`LlamaForCausalLM.from_pretrained(DIR)` loads, for "full" checkpoints; "local" ones with a
+warning (Hugging Face runs them as full attention); "infini" ones are refused (Hugging Face
+has no compressive memory).
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import flags
+from safetensors import safe_open
+from safetensors.flax import save_file
+
+from infini_jax import checkpoint, cli, hf, model
+from infini_jax.config import base_config, override, save_config, validate
+from infini_jax.data import pipeline, tokenizer
+from infini_jax.data.config import DataConfig
+from infini_jax.errors import ConfigError, ConvertError, Error
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ConvertError(
+            f"{path} does not exist; --hf must be a Hugging Face model directory"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConvertError(f"{path} cannot be read as JSON ({e})") from None
+
+
+def safetensors_files(hf_dir: str) -> list[str]:
+    """The weight files of `hf_dir`: every shard of `model.safetensors.index.json`, or
+    `model.safetensors`."""
+    index = os.path.join(hf_dir, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        names = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        paths = [os.path.join(hf_dir, n) for n in names]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if not names or missing:
+            raise ConvertError(f"{index} names shards that are not there: {missing or 'none'}")
+        return paths
+    single = os.path.join(hf_dir, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    raise ConvertError(
+        f"{hf_dir} holds neither model.safetensors nor model.safetensors.index.json (only "
+        "safetensors are read; re-save the model with save_pretrained(safe_serialization=True))"
+    )
+
+
+def import_config(
+    hf_dir: str, attention: str, segment_len: int, seq_len: int | None, balance_init: float | None
+) -> ml_collections.ConfigDict:
+    """Our config for the Llama in `hf_dir`, with the chosen attention (validated)."""
+    fields = {
+        f"model.{k}": v for k, v in hf.model_fields(_read_json(f"{hf_dir}/config.json")).items()
+    }
+    fields.update({"model.attention": attention, "model.segment_len": segment_len})
+    fields["data.seq_len"] = seq_len or segment_len
+    if balance_init is not None:
+        fields["model.balance_init"] = balance_init
+    config = override(base_config(), fields, "from_hf")
+    config.report.passkey_multiples = ()  # the synthetic passkey check needs digits the
+    # imported tokenizer may merge; the end-of-run report is opt-in for imported models
+    validate(config)
+    return config
+
+
+def read_params(hf_dir: str, model_cfg) -> dict:
+    """float32 numpy parameters of `model_cfg` filled from the safetensors of `hf_dir`, one
+    tensor at a time; every weight must be there exactly once, with its shape."""
+    abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
+    params = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), abstract)
+    if model_cfg.attention == "infini":
+        params["layers"]["attention"]["balance"][...] = model_cfg.balance_init
+    expected = hf.weights(model_cfg)
+    seen: set[str] = set()
+    for path in safetensors_files(hf_dir):
+        with safe_open(path, framework="flax") as f:
+            for name in f.keys():
+                if hf.IGNORED.fullmatch(name):
+                    continue
+                if name == "lm_head.weight" and model_cfg.tie_embeddings:
+                    continue  # tied: the embedding is the output projection
+                if name not in expected:
+                    raise ConvertError(
+                        f"{path}: tensor {name} is not a weight of the Llama config.json "
+                        "describes (wrong config, or not a LlamaForCausalLM checkpoint)"
+                    )
+                weight, layer = expected[name]
+                tensor = f.get_tensor(name)
+                if str(tensor.dtype) not in hf.SOURCE_DTYPES:
+                    raise ConvertError(
+                        f"{path}: tensor {name} is {tensor.dtype}; only {hf.SOURCE_DTYPES} "
+                        "import (quantized checkpoints do not)"
+                    )
+                dst = hf.get(params, weight.path)
+                dst = dst[layer] if layer is not None else dst
+                try:
+                    value = weight.to_ours(np.asarray(tensor.astype(jnp.float32)), model_cfg)
+                    if value.shape != dst.shape:
+                        raise ValueError
+                except ValueError:
+                    raise ConvertError(
+                        f"{path}: tensor {name} has shape {tuple(tensor.shape)}, which does not "
+                        f"fit config.json's model (our parameter is {dst.shape})"
+                    ) from None
+                dst[...] = value
+                del tensor, value
+                seen.add(name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ConvertError(f"{hf_dir}: tensors missing: {', '.join(missing[:3])}{more}")
+    return params
+
+
+def _copy_tokenizer(src_dir: str, files: list[str], dst_dir: str) -> None:
+    os.makedirs(dst_dir, exist_ok=True)
+    for name in files:
+        shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+
+
+def from_hf(
+    hf_dir: str,
+    output: str,
+    attention: str = "full",
+    segment_len: int = 2048,
+    seq_len: int | None = None,
+    balance_init: float | None = None,
+) -> ml_collections.ConfigDict:
+    """Imports the Llama in `hf_dir` into a new workdir `output`; returns its config. Every
+    check (config, tokenizer, tensors) runs before anything is written."""
+    if os.path.isdir(os.path.join(output, "checkpoints")):
+        raise ConvertError(f"--output={output} already holds checkpoints; choose a new directory")
+    config = import_config(hf_dir, attention, segment_len, seq_len, balance_init)
+    model_cfg = validate(config)
+    tok_files = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
+    if tok_files:
+        tok = tokenizer.load(hf_dir)
+        tok.check_fits(model_cfg.vocab_size)
+    params = read_params(hf_dir, model_cfg)
+    os.makedirs(output, exist_ok=True)
+    if tok_files:
+        _copy_tokenizer(hf_dir, tok_files, os.path.join(output, "tokenizer"))
+        config.data.tokenizer = os.path.abspath(os.path.join(output, "tokenizer"))
+    else:
+        print(
+            f"warning: {hf_dir} has no tokenizer; pass --config.data.tokenizer to train and "
+            "evaluate this model",
+            file=sys.stderr,
+        )
+    mngr = checkpoint.manager(output, config)
+    checkpoint.save(mngr, 0, {"params": params}, {}, config)
+    mngr.wait_until_finished()
+    mngr.close()
+    save_config(config, output)
+    return config
+
+
+def _export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
+    """The tokenizer beside the weights, with a tokenizer_config.json naming its special
+    tokens when the source has none (so `AutoTokenizer.from_pretrained` reads them)."""
+    src = os.path.dirname(tok.path)
+    if os.path.basename(tok.path) in TOKENIZER_FILES:  # from a Hugging Face directory
+        _copy_tokenizer(src, [n for n in TOKENIZER_FILES if os.path.isfile(f"{src}/{n}")], output)
+        if os.path.isfile(os.path.join(output, "tokenizer_config.json")):
+            return
+    name = "tokenizer.json" if tok.kind == "tokenizer.json" else "tokenizer.model"
+    shutil.copyfile(tok.path, os.path.join(output, name))
+
+    def piece(i):
+        return None if i is None else tok.piece(i)
+
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast"
+        if name == "tokenizer.json"
+        else "LlamaTokenizer",
+        "bos_token": piece(tok.bos_id),
+        "eos_token": piece(tok.eos_id),
+        "pad_token": piece(tok.pad_id),
+        "add_bos_token": False,
+        "add_eos_token": False,
+    }
+    with open(os.path.join(output, "tokenizer_config.json"), "w") as f:
+        json.dump(tok_config, f, indent=2)
+
+
+def to_hf(path: str, output: str, dtype: str = "float32") -> str:
+    """Exports the checkpoint at `path` (WORKDIR[/STEP]) to a Hugging Face directory; returns
+    a warning to print, or ""."""
+    if dtype not in hf.SOURCE_DTYPES:
+        raise ConfigError(f"--dtype={dtype} is not one of {hf.SOURCE_DTYPES}")
+    config, _, params = checkpoint.load_params(path)
+    model_cfg = validate(config)
+    if model_cfg.attention == "infini":
+        raise ConvertError(
+            f"{path} is an Infini-attention checkpoint: Hugging Face's Llama has no compressive "
+            "memory, so no exported model would compute what this one does"
+        )
+    warning = ""
+    if model_cfg.attention == "local":
+        warning = (
+            f"warning: {path} was trained with local attention (segment_len="
+            f"{model_cfg.segment_len}); Hugging Face will run it as full attention"
+        )
+    workdir, _ = checkpoint.resolve(path)
+    data_cfg = DataConfig.from_config(config.data)
+    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
+    params = jax.tree.map(np.asarray, params)
+    tensors = {}
+    for name, (weight, layer) in hf.weights(model_cfg).items():
+        value = hf.get(params, weight.path)
+        value = value[layer] if layer is not None else value
+        tensors[name] = jnp.asarray(np.ascontiguousarray(weight.to_hf(value, model_cfg)), dtype)
+    os.makedirs(output, exist_ok=True)
+    save_file(tensors, os.path.join(output, "model.safetensors"), metadata={"format": "pt"})
+    special = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
+    hf_cfg = hf.hf_config(model_cfg, data_cfg.seq_len, dtype, special)
+    with open(os.path.join(output, "config.json"), "w") as f:
+        json.dump(hf_cfg, f, indent=2)
+    _export_tokenizer(tok, output)
+    return warning
+
+
+def main(argv: list[str] | None = None) -> None:
+    flags.DEFINE_string("hf", None, "from_hf: the Hugging Face model directory.")
+    flags.DEFINE_string("checkpoint", None, "to_hf: WORKDIR or WORKDIR/STEP.")
+    flags.DEFINE_string("output", None, "from_hf: the new workdir; to_hf: the new HF directory.")
+    flags.DEFINE_enum("attention", "full", ("full", "local", "infini"), "from_hf: attention.")
+    flags.DEFINE_integer("segment_len", 2048, "from_hf: model.segment_len (local, infini).")
+    flags.DEFINE_integer("seq_len", None, "from_hf: data.seq_len (default: segment_len).")
+    flags.DEFINE_float("balance_init", None, "from_hf: model.balance_init (infini).")
+    flags.DEFINE_enum("dtype", "float32", hf.SOURCE_DTYPES, "to_hf: dtype of the tensors.")
+
+    def run(args):
+        f = flags.FLAGS
+        command = args[1:]
+        if command == ["from_hf"]:
+            cli.require("hf", "output")
+            config = from_hf(f.hf, f.output, f.attention, f.segment_len, f.seq_len, f.balance_init)
+            n = model.count_params(
+                jax.eval_shape(lambda: model.init_params(validate(config), jax.random.key(0)))
+            )
+            print(f"wrote {f.output}: {n / 1e6:.1f}M parameters, attention={f.attention}")
+        elif command == ["to_hf"]:
+            cli.require("checkpoint", "output")
+            warning = to_hf(f.checkpoint, f.output, f.dtype)
+            if warning:
+                print(warning, file=sys.stderr)
+            print(f"wrote {f.output} (LlamaForCausalLM, {f.dtype})")
+        else:
+            raise Error(f"unknown command {' '.join(command)!r}; the commands are from_hf, to_hf")
+
+    cli.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()

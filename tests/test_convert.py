@@ -1,0 +1,234 @@
+"""Hugging Face Llama checkpoints in and out, against `transformers`' own `LlamaForCausalLM`
+(random tiny models built and saved here): logits, greedy generation, bit-exact round trips,
+and one-line refusals."""
+
+import json
+import os
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors.numpy import load_file
+
+from infini_jax import checkpoint, convert, model
+from infini_jax.config import validate
+from infini_jax.data import tokenizer
+from infini_jax.errors import ConvertError
+from infini_jax.generate import generate
+from tests.conftest import run_cli
+
+SEQ = 24
+CASES = {
+    # GQA, untied, default RoPE, head_dim = hidden / heads.
+    "gqa_untied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
+    # Tied, Llama 3.1 RoPE scaling (every band used at head_dim 16), an explicit head_dim that
+    # is not hidden / heads (32 / 4 = 8).
+    "tied_llama3_head_dim": dict(
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+        rope_scaling=dict(
+            rope_type="llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=64,
+        ),
+    ),
+}
+
+
+def hf_llama(
+    directory, dtype=torch.float32, tok=None, **overrides
+) -> transformers.LlamaForCausalLM:
+    """A random tiny Llama, saved to `directory` in `dtype` (norms randomised too, so every
+    weight's place is tested), with `tok`'s tokenizer beside it."""
+    kw = dict(
+        vocab_size=320,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        rms_norm_eps=1e-5,
+        initializer_range=0.2,
+        max_position_embeddings=256,
+        attn_implementation="eager",
+    )
+    kw.update(overrides)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(1.0, 0.2)
+    hf.to(dtype).save_pretrained(directory)
+    if tok is not None:
+        transformers.PreTrainedTokenizerFast(
+            tokenizer_file=tok.path, eos_token="</s>"
+        ).save_pretrained(directory)
+    return hf
+
+
+def hf_logits(directory, tokens) -> np.ndarray:
+    hf = transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return hf(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.numpy()
+
+
+def our_logits(workdir, tokens) -> np.ndarray:
+    config, _, params = checkpoint.load_params(str(workdir))
+    logits, _ = model.sequence_logits(validate(config), params, jnp.asarray(tokens))
+    return np.asarray(logits)
+
+
+def relative_error(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+    return tokenizer.train(tokenizer.synthetic_texts(0, 200), 300, out, False, kind="bpe")
+
+
+TOKENS = np.random.default_rng(0).integers(0, 320, (2, SEQ))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_import_equals_transformers_and_export_round_trips_bit_exactly(case, bpe, tmp_path):
+    hf_llama(tmp_path / "hf", tok=bpe, **CASES[case])
+    expected = hf_logits(tmp_path / "hf", TOKENS)
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "full"), "full", SEQ)
+    assert relative_error(our_logits(tmp_path / "full", TOKENS), expected) < 1e-4
+    # Local attention with one segment is the same computation.
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "local"), "local", SEQ)
+    assert relative_error(our_logits(tmp_path / "local", TOKENS), expected) < 1e-4
+    # The tokenizer came along and is the same one.
+    tok = tokenizer.load(
+        json.loads((tmp_path / "full" / "config.json").read_text())["data"]["tokenizer"]
+    )
+    assert tok.encode("The pass key is 12345.") == bpe.encode("The pass key is 12345.")
+
+    assert convert.to_hf(str(tmp_path / "full"), str(tmp_path / "out")) == ""
+    np.testing.assert_allclose(hf_logits(tmp_path / "out", TOKENS), expected, rtol=0, atol=0)
+    before, after = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("hf", "out"))
+    assert sorted(before) == sorted(after)
+    for name, value in before.items():
+        assert after[name].dtype == value.dtype and np.array_equal(after[name], value), name
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    text = "What is the value of key 4821?"
+    assert auto(text, add_special_tokens=False)["input_ids"] == bpe.encode(text)
+    assert auto.eos_token_id == bpe.eos_id
+
+
+def test_bfloat16_checkpoint_imports_exactly_and_exports_bitwise(tmp_path):
+    hf_llama(tmp_path / "hf", dtype=torch.bfloat16, **CASES["gqa_untied"])
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", SEQ)
+    # transformers upcasts the bf16 weights to float32, as the import does.
+    assert (
+        relative_error(our_logits(tmp_path / "w", TOKENS), hf_logits(tmp_path / "hf", TOKENS))
+        < 1e-4
+    )
+    convert.to_hf(str(tmp_path / "w"), str(tmp_path / "out"), "bfloat16")
+    import safetensors.torch
+
+    before, after = (
+        safetensors.torch.load_file(str(tmp_path / d / "model.safetensors")) for d in ("hf", "out")
+    )
+    assert sorted(before) == sorted(after)
+    for name, value in before.items():
+        assert after[name].dtype == torch.bfloat16 and torch.equal(after[name], value), name
+
+
+def test_sharded_checkpoint_imports(tmp_path):
+    hf = hf_llama(tmp_path / "one", **CASES["gqa_untied"])
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    convert.from_hf(str(tmp_path / "sharded"), str(tmp_path / "w"), "full", SEQ)
+    expected = hf_logits(tmp_path / "one", TOKENS)
+    assert relative_error(our_logits(tmp_path / "w", TOKENS), expected) < 1e-4
+
+
+def test_greedy_generation_equals_transformers(tmp_path):
+    hf = hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", 64)
+    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    prompt = TOKENS[:, :8]
+    ours = generate(validate(config), params, prompt, max_new_tokens=32)
+    with torch.no_grad():
+        theirs = hf.generate(
+            torch.as_tensor(prompt),
+            attention_mask=torch.ones(prompt.shape, dtype=torch.long),
+            max_new_tokens=32,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    np.testing.assert_array_equal(ours, theirs[:, 8:].numpy())
+
+
+def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
+    hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-3.0)
+    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    assert config.model.attention == "infini" and config.data.seq_len == 32
+    np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -3.0))
+    r = run_cli(
+        "infini_jax.convert", "to_hf", f"--checkpoint={tmp_path}/w", f"--output={tmp_path}/o"
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "Infini-attention checkpoint: Hugging Face's Llama has no compressive memory" in r.stderr
+    assert not (tmp_path / "o").exists()
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "loc"), "local", 8)
+    assert "Hugging Face will run it as full attention" in convert.to_hf(
+        str(tmp_path / "loc"), str(tmp_path / "o2")
+    )
+
+
+def _edit_config(directory, **changes):
+    path = directory / "config.json"
+    hf = json.loads(path.read_text())
+    hf.update(changes)
+    path.write_text(json.dumps(hf))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            dict(rope_parameters=dict(rope_type="yarn", rope_theta=1e4, factor=4.0)),
+            "rope_type='yarn' is not supported",
+        ),
+        (dict(model_type="mistral"), "model_type='mistral'; only Llama checkpoints"),
+        (
+            dict(attention_bias=True),
+            "attention_bias=True; infini_jax's Llama has attention_bias=False",
+        ),
+        (dict(num_hidden_layers=3), r"tensors missing: model.layers.2.input_layernorm.weight"),
+        (
+            dict(intermediate_size=40),
+            r"mlp.down_proj.weight has shape \(32, 48\), which does not fit",
+        ),
+    ],
+)
+def test_what_would_import_wrongly_is_refused_in_one_line(change, message, tmp_path):
+    hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
+    _edit_config(tmp_path / "hf", **change)
+    with pytest.raises(ConvertError, match=message):
+        convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_convert_cli_bad_input_is_one_line(tmp_path):
+    hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
+    os.remove(tmp_path / "hf" / "model.safetensors")
+    r = run_cli("infini_jax.convert", "from_hf", f"--hf={tmp_path}/hf", f"--output={tmp_path}/w")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert re.search(r"holds neither model.safetensors nor model.safetensors.index.json", r.stderr)
+    r = run_cli("infini_jax.convert", "from_hf", f"--hf={tmp_path}/none", f"--output={tmp_path}/w")
+    assert r.returncode == 2 and "config.json does not exist" in r.stderr
+    assert not (tmp_path / "w").exists()
