@@ -10,6 +10,7 @@ import os
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from infini_jax import model
 from infini_jax.config import base_config, validate
@@ -109,6 +110,20 @@ def resolve(path: str) -> tuple[str, int | None]:
     return path, None
 
 
+def _open(path: str) -> tuple[ocp.CheckpointManager, int]:
+    """The manager of `path`'s checkpoints and the step `path` names (default: the latest)."""
+    workdir, step = resolve(path)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
+    mngr = ocp.CheckpointManager(ckpt_dir)
+    steps = mngr.all_steps()
+    step = step if step is not None else mngr.latest_step()
+    if step is None or step not in steps:
+        raise CheckpointError(f"checkpoint step {step} not in {ckpt_dir} (steps saved: {steps})")
+    return mngr, step
+
+
 def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict, int, dict]:
     """Parameters only (no optimizer state) of a training checkpoint.
 
@@ -119,15 +134,7 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
     Returns:
       `(config saved with the checkpoint, step, params)`.
     """
-    workdir, step = resolve(path)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        raise CheckpointError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
-    mngr = ocp.CheckpointManager(ckpt_dir)
-    steps = mngr.all_steps()
-    step = step if step is not None else mngr.latest_step()
-    if step is None or step not in steps:
-        raise CheckpointError(f"checkpoint step {step} not in {ckpt_dir} (steps saved: {steps})")
+    mngr, step = _open(path)
     config = ml_collections.ConfigDict(saved_config(mngr, step))
     model_cfg = validate(config)
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
@@ -142,3 +149,91 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
     restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
     mngr.close()
     return config, step, restored["state"]["params"]
+
+
+# The fields that fix the weights' shapes: a checkpoint initialises a model only if they match.
+WEIGHT_FIELDS = (
+    "vocab_size",
+    "num_layers",
+    "d_model",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "mlp_dim",
+    "tie_embeddings",
+)
+
+
+# What `config.init_from_model` takes from the checkpoint: the weights' shapes and meaning.
+ADOPTED_FIELDS = (
+    *WEIGHT_FIELDS,
+    "norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_scaling_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_len",
+)
+
+
+def adopt_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.init_from_model`: a copy of `config` with `ADOPTED_FIELDS` (and
+    `data.tokenizer`, if unset) taken from the checkpoint `config.init_from` names."""
+    mngr, step = _open(config.init_from)
+    saved = saved_config(mngr, step)
+    mngr.close()
+    config = config.copy_and_resolve_references()
+    for name in ADOPTED_FIELDS:
+        config.model[name] = saved["model"][name]
+    if not config.data.tokenizer:
+        config.data.tokenizer = saved["data"]["tokenizer"]
+    return config
+
+
+def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, str]:
+    """`config.init_from`: the parameters of the checkpoint at `path` for `model_cfg`, placed
+    with `params_sh`, and a one-line summary. The weights' shapes must match (`WEIGHT_FIELDS`);
+    the attention may differ: a "full" or "local" checkpoint (e.g. an imported Llama) starts an
+    "infini" model with fresh balance factors, and a balance factor the model lacks is dropped.
+    """
+    workdir, step = resolve(path)
+    replicated = jax.sharding.NamedSharding(
+        jax.tree.leaves(params_sh)[0].mesh, jax.sharding.PartitionSpec()
+    )
+    flat_sh = traverse_util.flatten_dict(params_sh)
+
+    def shardings(saved, abstract):
+        saved_cfg = validate(saved)
+        differ = [
+            f"model.{k}: checkpoint {getattr(saved_cfg, k)!r} vs config {getattr(model_cfg, k)!r}"
+            for k in WEIGHT_FIELDS
+            if getattr(saved_cfg, k) != getattr(model_cfg, k)
+        ]
+        if differ:
+            raise ConfigError(
+                f"init_from={path}: the checkpoint's weights do not fit this model "
+                f"({', '.join(differ)}); use the checkpoint's model shape"
+            )
+        flat = traverse_util.flatten_dict(abstract)
+        return traverse_util.unflatten_dict({k: flat_sh.get(k, replicated) for k in flat})
+
+    saved, step, loaded = load_params(path, shardings)
+    loaded = traverse_util.flatten_dict(loaded)
+    missing = [k for k in flat_sh if k not in loaded]
+    if missing:  # e.g. the balance factors of an infini model started from a full one
+        fresh = jax.jit(
+            lambda: model.init_params(model_cfg, jax.random.split(jax.random.key(seed))[0]),
+            out_shardings=params_sh,
+        )()
+        fresh = traverse_util.flatten_dict(fresh)
+        loaded.update({k: fresh[k] for k in missing})
+    dropped = [k for k in loaded if k not in flat_sh]
+    params = traverse_util.unflatten_dict({k: loaded[k] for k in flat_sh})
+    note = f"initialised from {path} (step {step}): parameters only"
+    if saved.model.attention != model_cfg.attention:
+        note += f"; attention {saved.model.attention} -> {model_cfg.attention}"
+    for what, keys in (("fresh", missing), ("dropped", dropped)):
+        if keys:
+            note += f"; {what}: {', '.join(sorted({'/'.join(k[-2:]) for k in keys}))}"
+    return params, note

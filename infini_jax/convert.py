@@ -90,8 +90,6 @@ def import_config(
     if balance_init is not None:
         fields["model.balance_init"] = balance_init
     config = override(base_config(), fields, "from_hf")
-    config.report.passkey_multiples = ()  # the synthetic passkey check needs digits the
-    # imported tokenizer may merge; the end-of-run report is opt-in for imported models
     validate(config)
     return config
 

@@ -19,6 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_batches = 4  # Held-out batches per validation (the same ones every time).
     config.init_from = ""  # Start from this checkpoint's parameters (WORKDIR[/STEP]); "" = fresh.
     config.init_from_required = False  # A start-up error if init_from is empty (fine-tune configs).
+    # Take the model's shape, norms and RoPE (and data.tokenizer, if unset) from init_from's
+    # checkpoint: continual pretraining of an imported model (configs/continual_infini.py).
+    config.init_from_model = False
 
     # Device mesh: one axis may be -1 (all devices left over).
     mesh = config.mesh = ml_collections.ConfigDict()

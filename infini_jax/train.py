@@ -91,6 +91,9 @@ def _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_pr
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
+    validate(config)
+    if config.init_from_model and config.init_from:
+        config = checkpoint.adopt_model(config)
     model_cfg = validate(config)
     data_cfg = DataConfig.from_config(config.data)
     o = OptimizerConfig.from_config(config.optimizer)
@@ -133,13 +136,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
         pipeline.restore_iterator(iterator, data_state, proc, n_proc, data_cfg.host_sharding)
     elif config.init_from:
-        saved, step, params = checkpoint.load_params(config.init_from, lambda *_: params_sh)
-        checkpoint.check_compatible(saved.to_dict(), config, step)
+        params, note = checkpoint.init_params_from(
+            config.init_from, model_cfg, params_sh, config.seed
+        )
         state = jax.jit(
             lambda p: init_state(model_cfg, tx, config.seed, p), out_shardings=state_sh
         )(params)
         if proc == 0:
-            print(f"initialised from {config.init_from} (step {step}): parameters only")
+            print(note)
     else:
         state = jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()
 

@@ -85,9 +85,31 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
         for value, s in summary[key].items():
             extra = f" {cell(ablated[key][value])} |" if ablated else ""
             lines.append(f"| {value} | {cell(s)} |{extra} {s['n']} |")
+    lines += memory_table(workdir)
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return summary
+
+
+def memory_table(workdir: str) -> list[str]:
+    """report.md lines: per layer, the memory's ‖M‖_F and Σz and the gates g(b) at the last
+    logged step (Infini models; nothing otherwise)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    last = next((r for r in reversed(rows) if "memory_norm" in r), None)
+    if last is None:
+        return []
+    lines = [
+        "",
+        f"## Memory and balance factors (step {last['step']}, last training batch)",
+        "",
+        "| layer | ‖M‖_F | Σz | g(b) mean | g(b) min | g(b) max |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = ("memory_norm", "memory_z", "gate_mean", "gate_min", "gate_max")
+    for layer, values in enumerate(zip(*(last[n] for n in names), strict=True)):
+        lines.append(f"| {layer} | " + " | ".join(f"{v:.3g}" for v in values) + " |")
+    return lines
 
 
 def format_summary(summary: dict) -> str:
