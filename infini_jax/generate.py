@@ -58,12 +58,13 @@ def generate(
     seed: int = 0,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    on_token: Callable[[np.ndarray], None] | None = None,
+    on_token: Callable[[np.ndarray], bool | None] | None = None,
 ) -> np.ndarray:
-    """Continues `prompt` `[batch, p]` (p ≥ 1, equal lengths) by `max_new_tokens` tokens.
+    """Continues `prompt` `[batch, p]` (p ≥ 1, equal lengths) by up to `max_new_tokens` tokens.
 
-    Returns `[batch, max_new_tokens]` int32. `on_token(ids [batch])` is called as each token
-    is produced (streaming). Device memory: the memory, one segment's cache, one token.
+    Returns `[batch, n]` int32, `n = max_new_tokens` unless stopped. `on_token(ids [batch])` is
+    called as each token is produced (streaming); returning True stops generation there.
+    Device memory: the memory, one segment's cache, one token.
     """
     prompt = np.asarray(prompt, np.int32)
     b, p = prompt.shape
@@ -90,8 +91,8 @@ def generate(
     out = []
     for i in range(max_new_tokens):
         out.append(np.asarray(token))
-        if on_token:
-            on_token(out[-1])
+        if on_token and on_token(out[-1]):
+            break
         if i + 1 < max_new_tokens:
             key = jax.random.fold_in(jax.random.key(seed), i + 1)
             token, _, memory, cache = _step(

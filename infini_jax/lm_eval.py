@@ -1,0 +1,187 @@
+r"""Any lm-evaluation-harness task on any infini_jax checkpoint, Infini models included.
+
+  pip install -e ".[lm_eval]"
+  python -m infini_jax.lm_eval --checkpoint=WORKDIR[/STEP] --tasks=hellaswag,lambada_openai \
+      [--limit=N] [--num_fewshot=K] [--include_path=DIR] [--output=results.json]
+
+`InfiniLM` is an lm-eval model (`lm_eval.api.model.TemplateLM`) over the streaming evaluation
+engine, so every request runs through the same per-segment model step as training and
+`evaluate`, with the memory carried over contexts of any length:
+- `loglikelihood`: context + continuation tokenized as lm-eval does (the whole string, split
+  where the context's tokens end); an empty context is the prefix token.
+- `loglikelihood_rolling`: the prefix token + the document, every token scored once. Infini and
+  local models stream the whole document; "full" models score windows of `data.seq_len`
+  tokens (no memory), as the harness's Hugging Face model does at its max length.
+- `generate_until`: greedy (or sampled, from `gen_kwargs`) decoding with `infini_jax.generate`
+  until a stop string or `max_gen_toks`.
+The prefix token is EOS (`--prefix=eos`: our training separates documents with EOS) or BOS
+(`--prefix=bos`, for imported Llama checkpoints, which start documents with BOS).
+"""
+
+import json
+import sys
+
+import numpy as np
+from absl import flags
+
+from infini_jax import checkpoint, cli
+from infini_jax.config import validate
+from infini_jax.data import pipeline
+from infini_jax.data.config import DataConfig
+from infini_jax.errors import Error
+from infini_jax.eval.engine import Engine
+from infini_jax.generate import generate
+
+try:
+    from lm_eval import evaluator
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.tasks import TaskManager
+except ImportError:  # the optional extra; main() says how to install it
+    evaluator = TaskManager = None
+    TemplateLM = object
+
+
+class InfiniLM(TemplateLM):
+    """An infini_jax checkpoint as an lm-eval model.
+
+    Args:
+      checkpoint_path: WORKDIR or WORKDIR/STEP.
+      batch_size: samples per streamed batch (one compile per batch shape).
+      prefix: "eos" or "bos": the token before an empty context and before rolling documents.
+      max_gen_toks: `generate_until`'s default budget of new tokens.
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str,
+        batch_size: int = 8,
+        prefix: str = "eos",
+        max_gen_toks: int = 256,
+    ):
+        super().__init__()
+        config, self.step, self.params = checkpoint.load_params(checkpoint_path)
+        self.model_cfg = validate(config)
+        workdir, _ = checkpoint.resolve(checkpoint_path)
+        data_cfg = DataConfig.from_config(config.data)
+        self.tok = pipeline.resolve_tokenizer(
+            data_cfg, workdir, self.model_cfg.vocab_size, config.seed
+        )
+        if prefix == "bos" and self.tok.bos_id is None:
+            raise Error(f"--prefix=bos: tokenizer {self.tok.path} has no BOS token; use eos")
+        self._prefix = self.tok.bos_id if prefix == "bos" else self.tok.eos_id
+        full = self.model_cfg.attention == "full"
+        self.engine = Engine(
+            self.model_cfg, self.params, full_context=data_cfg.seq_len if full else 0
+        )
+        self.batch_size = batch_size
+        self.max_gen_toks = max_gen_toks
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tok.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self._prefix
+
+    def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
+        return self.tok.encode(string)
+
+    def score(self, samples: list[list[int]], first: list[int]) -> list[tuple[float, bool]]:
+        """Per sample: (sum of log p(token t) for t >= first[i], all of them the argmax)."""
+        order = sorted(range(len(samples)), key=lambda i: -len(samples[i]))
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(samples)
+        for lo in range(0, len(order), self.batch_size):
+            idx = order[lo : lo + self.batch_size]
+            batch = [np.asarray(samples[i], np.int32) for i in idx]
+            scored = [np.arange(first[i] - 1, len(samples[i]) - 1) for i in idx]
+            pad = self.batch_size - len(idx)  # one batch shape: one compile
+            res = self.engine.run(batch + batch[:1] * pad, scored + scored[:1] * pad)
+            for r, i in enumerate(idx):
+                targets = np.asarray(samples[i][first[i] :])
+                out[i] = (float(res.logprob[r].sum()), bool(np.all(res.argmax[r] == targets)))
+        return out
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+        samples = [list(ctx) + list(cont) for _, ctx, cont in requests]
+        first = [len(ctx) for _, ctx, _ in requests]
+        return self.score(samples, first)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        samples = [[self._prefix, *self.tok.encode(req.args[0])] for req in requests]
+        return [logp for logp, _ in self.score(samples, [1] * len(samples))]
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for req in requests:
+            context, kwargs = req.args
+            kwargs = dict(kwargs or {})
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            ids = self.tok.encode(context) or [self._prefix]
+            produced: list[int] = []
+
+            def stop(token, produced=produced, until=until):
+                produced.append(int(token[0]))
+                if int(token[0]) == self.tok.eos_id:
+                    return True
+                return any(s in self.tok.decode(produced) for s in until)
+
+            temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0
+            generate(
+                self.model_cfg,
+                self.params,
+                np.asarray([ids]),
+                max_new_tokens=int(kwargs.get("max_gen_toks", self.max_gen_toks)),
+                temperature=temperature,
+                on_token=stop,
+            )
+            text = self.tok.decode([t for t in produced if t != self.tok.eos_id])
+            for s in until:
+                text = text.split(s)[0]
+            out.append(text)
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
+    flags.DEFINE_string("tasks", None, "Comma-separated lm-eval task names.")
+    flags.DEFINE_string("include_path", None, "A directory of extra task YAML files.")
+    flags.DEFINE_integer("limit", None, "Evaluate only this many documents per task.")
+    flags.DEFINE_integer("num_fewshot", None, "Few-shot examples (default: the task's).")
+    flags.DEFINE_integer("batch_size", 8, "Samples per streamed batch.")
+    flags.DEFINE_enum("prefix", "eos", ("eos", "bos"), "Token before empty contexts.")
+    flags.DEFINE_string("output", None, "Write lm-eval's results (JSON) here.")
+
+    def run(_):
+        f = flags.FLAGS
+        if evaluator is None:
+            raise Error('lm-eval is not installed: pip install -e ".[lm_eval]"')
+        cli.require("checkpoint", "tasks")
+        manager = TaskManager(include_path=f.include_path)
+        names = [t.strip() for t in f.tasks.split(",") if t.strip()]
+        unknown = [t for t in names if t not in manager.all_tasks]
+        if unknown:
+            raise Error(f"--tasks: unknown lm-eval task(s) {unknown}; see lm-eval's task list")
+        lm = InfiniLM(f.checkpoint, f.batch_size, f.prefix)
+        results = evaluator.simple_evaluate(
+            model=lm,
+            tasks=names,
+            num_fewshot=f.num_fewshot,
+            limit=f.limit,
+            task_manager=manager,
+            log_samples=False,
+        )
+        for task, metrics in results["results"].items():
+            shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+            print(task, json.dumps(shown))
+        if f.output:
+            with open(f.output, "w") as file:
+                json.dump(results["results"], file, indent=2, default=str)
+            print(f"wrote {f.output}", file=sys.stderr)
+
+    cli.run(run, argv)
+
+
+if __name__ == "__main__":
+    main()

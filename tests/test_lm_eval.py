@@ -1,0 +1,161 @@
+"""lm-evaluation-harness on our checkpoints: a small local task (JSON data + YAML, no Hub), the
+per-request log-likelihoods against the model's whole-sequence logits, accuracy by hand."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infini_jax import checkpoint, convert, model
+from infini_jax.config import validate
+from infini_jax.generate import generate
+from infini_jax.lm_eval import InfiniLM
+from tests.conftest import run_cli
+from tests.test_convert import CASES, hf_llama
+
+lm_eval = pytest.importorskip("lm_eval")
+from lm_eval import evaluator  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. "
+DOCS = [
+    dict(
+        context=FILLER * (1 + i % 3) + f"Question {i}: the colour of the sky is",
+        choices=[" blue", " green", " red"],
+        gold=i % 3,
+    )
+    for i in range(6)
+]
+MC_TASK = """task: local_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+"""
+GEN_TASK = """task: local_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{context}}}}"
+doc_to_target: "{{{{choices[gold]}}}}"
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 6
+metric_list:
+  - metric: exact_match
+"""
+ROLL_TASK = """task: local_roll
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{context}}}}"
+metric_list:
+  - metric: word_perplexity
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """An Infini model (segments of 8 tokens, so every context spans many) and the tasks."""
+    from infini_jax.data import tokenizer
+
+    tmp = tmp_path_factory.mktemp("lmeval")
+    bpe = tokenizer.train(
+        tokenizer.synthetic_texts(0, 400), 512, str(tmp / "t.json"), False, kind="bpe"
+    )
+    hf_llama(tmp / "hf", tok=bpe, **CASES["gqa_untied"])
+    convert.from_hf(str(tmp / "hf"), str(tmp / "w"), "infini", 8, 64, balance_init=0.0)
+    data = tmp / "docs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    tasks = tmp / "tasks"
+    tasks.mkdir()
+    for name, text in (("mc", MC_TASK), ("gen", GEN_TASK), ("roll", ROLL_TASK)):
+        (tasks / f"{name}.yaml").write_text(text.format(data=data))
+    return tmp, bpe
+
+
+def reference_logprob(cfg, params, ctx: list[int], cont: list[int]) -> float:
+    """log p(cont | ctx) from the model's whole-sequence logits (no streaming engine)."""
+    n = len(ctx + cont)
+    tokens = np.zeros((1, 256), np.int32)  # one padded shape: one compile
+    tokens[0, :n] = ctx + cont
+    logp = jax.nn.log_softmax(_logits(cfg, params, jnp.asarray(tokens))[0, : n - 1], -1)
+    return float(sum(logp[len(ctx) - 1 + j, t] for j, t in enumerate(cont)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(cfg, params, tokens):
+    return model.sequence_logits(cfg, params, tokens)[0]
+
+
+def test_multiple_choice_log_likelihoods_and_accuracy(setup, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    tmp, bpe = setup
+    lm = InfiniLM(str(tmp / "w"), batch_size=4)
+    out = evaluator.simple_evaluate(
+        model=lm,
+        tasks=["local_mc", "local_gen", "local_roll"],
+        task_manager=TaskManager(include_path=str(tmp / "tasks")),
+        log_samples=True,
+    )
+    config, _, params = checkpoint.load_params(str(tmp / "w"))
+    cfg = validate(config)
+    correct = []
+    for sample in out["samples"]["local_mc"]:
+        doc = sample["doc"]
+        ours = [float(r[0]) for r in sample["filtered_resps"]]
+        expected = []
+        for arguments in sample["arguments"]:  # (context, continuation) as lm-eval asked
+            context, continuation = arguments[0], arguments[1]
+            whole = bpe.encode(context + continuation)  # lm-eval's causal-LM split
+            ctx = bpe.encode(context)
+            assert len(ctx) > 3 * cfg.segment_len  # the context crosses memory segments
+            expected.append(reference_logprob(cfg, params, ctx, whole[len(ctx) :]))
+        np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+        correct.append(int(np.argmax(expected)) == doc["gold"])
+    assert out["results"]["local_mc"]["acc,none"] == pytest.approx(np.mean(correct))
+    # Rolling: every token of the document after the EOS prefix.
+    for sample in out["samples"]["local_roll"]:
+        ids = bpe.encode(sample["doc"]["context"])
+        expected = reference_logprob(cfg, params, [bpe.eos_id], ids)
+        assert float(sample["filtered_resps"][0]) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # Generation: greedy, 6 new tokens at most, cut at the stop string ".".
+    for sample in out["samples"]["local_gen"]:
+        ids = generate(
+            cfg, params, np.asarray([bpe.encode(sample["arguments"][0][0])]), max_new_tokens=6
+        )
+        new = list(ids[0])
+        new = new[: new.index(bpe.eos_id)] if bpe.eos_id in new else new  # EOS stops too
+        expected = bpe.decode(new).split(".")[0]
+        assert sample["filtered_resps"][0] == expected
+
+
+def test_cli_runs_a_local_task_and_bad_task_is_one_line(setup, tmp_path):
+    tmp, _ = setup
+    args = [f"--checkpoint={tmp}/w", f"--include_path={tmp}/tasks", "--limit=2"]
+    r = run_cli("infini_jax.lm_eval", *args, "--tasks=local_mc", f"--output={tmp_path}/r.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (
+        "local_mc" in r.stdout
+        and "acc,none" in json.loads((tmp_path / "r.json").read_text())["local_mc"]
+    )
+    r = run_cli("infini_jax.lm_eval", *args, "--tasks=no_such_task")
+    assert r.returncode == 2 and "unknown lm-eval task(s) ['no_such_task']" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
