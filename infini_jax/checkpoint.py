@@ -197,7 +197,6 @@ def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, 
     the attention may differ: a "full" or "local" checkpoint (e.g. an imported Llama) starts an
     "infini" model with fresh balance factors, and a balance factor the model lacks is dropped.
     """
-    workdir, step = resolve(path)
     replicated = jax.sharding.NamedSharding(
         jax.tree.leaves(params_sh)[0].mesh, jax.sharding.PartitionSpec()
     )
@@ -231,8 +230,11 @@ def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, 
     dropped = [k for k in loaded if k not in flat_sh]
     params = traverse_util.unflatten_dict({k: loaded[k] for k in flat_sh})
     note = f"initialised from {path} (step {step}): parameters only"
-    if saved.model.attention != model_cfg.attention:
-        note += f"; attention {saved.model.attention} -> {model_cfg.attention}"
+    saved_cfg = validate(saved)
+    for name in ("attention", *ADOPTED_FIELDS):  # what differs, so a change is never silent
+        before, after = getattr(saved_cfg, name), getattr(model_cfg, name)
+        if before != after:
+            note += f"; model.{name} {before!r} -> {after!r}"
     for what, keys in (("fresh", missing), ("dropped", dropped)):
         if keys:
             note += f"; {what}: {', '.join(sorted({'/'.join(k[-2:]) for k in keys}))}"

@@ -143,6 +143,15 @@ class InfiniLM(TemplateLM):
         return out
 
 
+def task_names(spec: str, manager) -> list[str]:
+    """The comma-separated task names of `spec`, each one `manager` knows (else one line)."""
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    unknown = [t for t in names if t not in manager.all_tasks]
+    if unknown or not names:
+        raise Error(f"--tasks: unknown lm-eval task(s) {unknown}; see lm-eval's task list")
+    return names
+
+
 def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("tasks", None, "Comma-separated lm-eval task names.")
@@ -159,10 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             raise Error('lm-eval is not installed: pip install -e ".[lm_eval]"')
         cli.require("checkpoint", "tasks")
         manager = TaskManager(include_path=f.include_path)
-        names = [t.strip() for t in f.tasks.split(",") if t.strip()]
-        unknown = [t for t in names if t not in manager.all_tasks]
-        if unknown:
-            raise Error(f"--tasks: unknown lm-eval task(s) {unknown}; see lm-eval's task list")
+        names = task_names(f.tasks, manager)
         lm = InfiniLM(f.checkpoint, f.batch_size, f.prefix)
         results = evaluator.simple_evaluate(
             model=lm,

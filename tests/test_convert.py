@@ -235,13 +235,16 @@ def test_convert_cli_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path):
+def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path, capsys):
     hf_llama(tmp_path / "hf", tok=bpe, **CASES["gqa_untied"])
     imported = str(tmp_path / "imported")
     convert.from_hf(str(tmp_path / "hf"), imported, "full", 128)
     config = load_config(config_path("continual_infini.py") + ":cpu")
     config.init_from = imported
+    config.total_steps = config.checkpoint_every_steps = 24  # the preset's 40, shortened
     last = train.train(config, str(tmp_path / "run"))
+    start = capsys.readouterr().out
+    assert "model.attention 'full' -> 'infini'" in start and "fresh: attention/balance" in start
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["d_model"] == 32 and saved["model"]["attention"] == "infini"
     assert saved["data"]["tokenizer"] == f"{imported}/tokenizer"  # the model's own tokenizer

@@ -8,26 +8,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from lm_eval import evaluator
+from lm_eval.tasks import TaskManager
 
 from infini_jax import checkpoint, convert, model
 from infini_jax.config import validate
+from infini_jax.errors import Error
 from infini_jax.generate import generate
-from infini_jax.lm_eval import InfiniLM
+from infini_jax.lm_eval import InfiniLM, task_names
 from tests.conftest import run_cli
 from tests.test_convert import CASES, hf_llama
-
-lm_eval = pytest.importorskip("lm_eval")
-from lm_eval import evaluator  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. "
 DOCS = [
     dict(
-        context=FILLER * (1 + i % 3) + f"Question {i}: the colour of the sky is",
+        context=FILLER * (1 + i % 2) + f"Question {i}: the colour of the sky is",
         choices=[" blue", " green", " red"],
         gold=i % 3,
     )
-    for i in range(6)
+    for i in range(4)
 ]
 MC_TASK = """task: local_mc
 dataset_path: json
@@ -147,15 +146,14 @@ def test_multiple_choice_log_likelihoods_and_accuracy(setup, monkeypatch):
         assert sample["filtered_resps"][0] == expected
 
 
-def test_cli_runs_a_local_task_and_bad_task_is_one_line(setup, tmp_path):
+def test_cli_runs_a_local_task_and_names_unknown_tasks(setup, tmp_path):
     tmp, _ = setup
     args = [f"--checkpoint={tmp}/w", f"--include_path={tmp}/tasks", "--limit=2"]
     r = run_cli("infini_jax.lm_eval", *args, "--tasks=local_mc", f"--output={tmp_path}/r.json")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (
-        "local_mc" in r.stdout
-        and "acc,none" in json.loads((tmp_path / "r.json").read_text())["local_mc"]
-    )
-    r = run_cli("infini_jax.lm_eval", *args, "--tasks=no_such_task")
-    assert r.returncode == 2 and "unknown lm-eval task(s) ['no_such_task']" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert "local_mc" in r.stdout and "acc,none" in results["local_mc"]
+    manager = TaskManager(include_path=str(tmp / "tasks"))
+    assert task_names(" local_mc,local_roll ", manager) == ["local_mc", "local_roll"]
+    with pytest.raises(Error, match=r"unknown lm-eval task\(s\) \['no_such_task'\]"):
+        task_names("local_mc,no_such_task", manager)
