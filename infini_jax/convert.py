@@ -8,10 +8,11 @@ r"""Hugging Face Llama checkpoints in and out.
 `from_hf` reads a local `LlamaForCausalLM` directory (config.json, and `model.safetensors` or
 the shards of `model.safetensors.index.json`; bf16, f16 or f32) and writes a workdir that
 `train --config.init_from=WORKDIR`, `evaluate --checkpoint=WORKDIR` and `generate` take: an
-orbax checkpoint of float32 parameters (step 0), config.json, and the tokenizer copied into
-WORKDIR/tokenizer. Tensors are read one at a time, so the host holds about one float32 copy of
-the model. With `--attention=infini` every head gets a fresh balance factor
-(`model.balance_init`); all other weights are the pretrained ones.
+orbax checkpoint (step 0) of the parameters in the source's dtype (lossless; every restore
+casts to float32), config.json, and the tokenizer copied into WORKDIR/tokenizer. Tensors are
+read one at a time: a bf16 1B model converts in 1.4× its float32 size of host memory. With
+`--attention=infini` every head gets a fresh balance factor (`model.balance_init`); all other
+weights are the pretrained ones.
 
 `to_hf` writes config.json, model.safetensors and the tokenizer, which
 `LlamaForCausalLM.from_pretrained(DIR)` loads, for "full" checkpoints; "local" ones with a
@@ -95,12 +96,16 @@ def import_config(
 
 
 def read_params(hf_dir: str, model_cfg) -> dict:
-    """float32 numpy parameters of `model_cfg` filled from the safetensors of `hf_dir`, one
-    tensor at a time; every weight must be there exactly once, with its shape."""
+    """Numpy parameters of `model_cfg` filled from the safetensors of `hf_dir`, one tensor at a
+    time, each in its source dtype (bf16, f16 or f32: lossless; every restore casts to
+    float32); every weight must be there exactly once, with its shape."""
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
-    params = jax.tree.map(lambda a: np.zeros(a.shape, np.float32), abstract)
+    params = jax.tree.map(lambda a: None, abstract, is_leaf=lambda x: hasattr(x, "shape"))
     if model_cfg.attention == "infini":
-        params["layers"]["attention"]["balance"][...] = model_cfg.balance_init
+        shape = abstract["layers"]["attention"]["balance"].shape
+        params["layers"]["attention"]["balance"] = np.full(
+            shape, model_cfg.balance_init, np.float32
+        )
     expected = hf.weights(model_cfg)
     seen: set[str] = set()
     for path in safetensors_files(hf_dir):
@@ -116,16 +121,19 @@ def read_params(hf_dir: str, model_cfg) -> dict:
                         "describes (wrong config, or not a LlamaForCausalLM checkpoint)"
                     )
                 weight, layer = expected[name]
-                tensor = f.get_tensor(name)
+                tensor = np.asarray(f.get_tensor(name))
                 if str(tensor.dtype) not in hf.SOURCE_DTYPES:
                     raise ConvertError(
                         f"{path}: tensor {name} is {tensor.dtype}; only {hf.SOURCE_DTYPES} "
                         "import (quantized checkpoints do not)"
                     )
-                dst = hf.get(params, weight.path)
-                dst = dst[layer] if layer is not None else dst
+                *parents, leaf = weight.path
+                node = hf.get(params, tuple(parents))
+                if node[leaf] is None:  # allocated at the first tensor, in its dtype
+                    node[leaf] = np.zeros(hf.get(abstract, weight.path).shape, tensor.dtype)
+                dst = node[leaf] if layer is None else node[leaf][layer]
                 try:
-                    value = weight.to_ours(np.asarray(tensor.astype(jnp.float32)), model_cfg)
+                    value = weight.to_ours(tensor, model_cfg)
                     if value.shape != dst.shape:
                         raise ValueError
                 except ValueError:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,6 +130,9 @@ def test_import_equals_transformers_and_export_round_trips_bit_exactly(case, bpe
 def test_bfloat16_checkpoint_imports_exactly_and_exports_bitwise(tmp_path):
     hf_llama(tmp_path / "hf", dtype=torch.bfloat16, **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", SEQ)
+    # Stored as bf16 (lossless, half the memory); every restore is float32, as training wants.
+    _, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
     # transformers upcasts the bf16 weights to float32, as the import does.
     assert (
         relative_error(our_logits(tmp_path / "w", TOKENS), hf_logits(tmp_path / "hf", TOKENS))

@@ -102,13 +102,13 @@ def test_tiny_default_trains_end_to_end_with_a_bpe_tokenizer(bpe, tmp_path):
     config.data.tokenizer = bpe.path
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 8
     config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
-    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 12, 1, 12
+    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 8, 1, 8
     config.optimizer.warmup_steps, config.optimizer.learning_rate = 2, 1e-2
     config.report.passkey_samples = 1
     train.train(config, str(tmp_path))
     with open(tmp_path / "metrics.jsonl") as f:
         losses = [r["loss"] for r in map(json.loads, f) if "loss" in r]
-    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
+    assert len(losses) == 8 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5
     with open(tmp_path / "passkey.json") as f:  # the report decoded answers with this tokenizer
         samples = json.load(f)["samples"]
     assert samples and all(re.fullmatch(r"\d{2}", s["answer"]) for s in samples)
