@@ -147,6 +147,13 @@ def test_bfloat16_checkpoint_imports_exactly_and_exports_bitwise(tmp_path):
     assert sorted(before) == sorted(after)
     for name, value in before.items():
         assert after[name].dtype == torch.bfloat16 and torch.equal(after[name], value), name
+    # No tokenizer came with it: the export carries the built-in sentencepiece one, readable
+    # by AutoTokenizer (LlamaTokenizer) with the same ids.
+    sp = tokenizer.load(str(tmp_path / "w" / "tokenizer_synthetic_512.model"))
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    text = "The pass key is 71432. Remember it."
+    assert auto(text, add_special_tokens=False)["input_ids"] == sp.encode(text)
+    assert (auto.eos_token_id, auto.bos_token_id) == (sp.eos_id, sp.bos_id)
 
 
 def test_sharded_checkpoint_imports(tmp_path):
