@@ -5,10 +5,17 @@ directory and renames), so a half-written checkpoint is never loaded. Restore ta
 shardings, so a checkpoint written on one mesh continues on another.
 """
 
+import gc
+import inspect
+import logging
 import os
+import sys
+import time
+import warnings
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
@@ -79,6 +86,15 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) 
         )
 
 
+def check_resumable(mngr: ocp.CheckpointManager, step: int, config) -> None:
+    """`check_compatible` against `step`'s saved config, if that config can be read."""
+    try:
+        saved = saved_config(mngr, step)
+    except Exception:  # noqa: BLE001 - unreadable: `restore_intact` reports it
+        return
+    check_compatible(saved, config, step)
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
     """Returns `(state, data_state)`, the state placed with `shardings`."""
     target = jax.tree.map(
@@ -88,6 +104,109 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
         step, args=ocp.args.Composite(state=_partial(target), data=ocp.args.JsonRestore())
     )
     return restored["state"], restored["data"]
+
+
+def _unreadable(step: int, directory, error: Exception) -> str:
+    """One line saying what is wrong with a checkpoint step: the first line of the innermost
+    error (tensorstore's own, e.g. "OUT_OF_RANGE: Error reading ... Requested byte range ...")."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    reason = (lines[0] if lines else type(error).__name__)[:200]
+    return f"checkpoint step {step} in {directory} is unreadable ({reason})"
+
+
+def _quiet_restore_aftermath() -> None:
+    """A failed orbax restore leaves tensorstore reads finishing on a closed asyncio loop, and
+    each prints a traceback ("Event loop is closed", "Task exception was never retrieved"):
+    dozens of lines that say nothing the one-line warning does not. Silences exactly those
+    (installed before a restore that may fail: they arrive from other threads)."""
+    if getattr(sys.unraisablehook, "infini_jax_quiet", False):
+        return  # installed already
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        closed = isinstance(unraisable.exc_value, RuntimeError) and "loop is closed" in str(
+            unraisable.exc_value
+        )
+        if not (closed or inspect.iscoroutine(unraisable.object)):
+            previous(unraisable)
+
+    hook.infini_jax_quiet = True
+    sys.unraisablehook = hook
+
+
+def _drain(seconds: float = 1.0) -> None:
+    """Lets the reads a failed restore left behind finish (and be silenced) now, not at
+    interpreter exit, when the silencing hooks are gone."""
+    gc.collect()
+    time.sleep(seconds)
+    gc.collect()
+
+
+def restore_intact(
+    mngr: ocp.CheckpointManager, abstract_state, shardings, config, log=print
+) -> tuple[int, object, dict]:
+    """The newest checkpoint that restores: `(step, state, data_state)`. A step that cannot be
+    read (a truncated or missing array file, bit rot, a corrupt JSON) is `log`ged in one line
+    and the previous one is tried; with none intact, a `CheckpointError`. Every process tries
+    the same steps and moves on together (a step counts as intact only if it is on all)."""
+    steps = sorted(mngr.all_steps(), reverse=True)
+    _quiet_restore_aftermath()
+    for i, step in enumerate(steps):
+        problem = ""
+        try:
+            saved = saved_config(mngr, step)
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+            problem = _unreadable(step, mngr.directory, e)
+        else:
+            check_compatible(saved, config, step)  # a config mismatch is not corruption
+            try:
+                state, data_state = restore(mngr, step, abstract_state, shardings)
+            except Exception as e:  # noqa: BLE001
+                problem = _unreadable(step, mngr.directory, e)
+                _drain()
+        if _everywhere(not problem):
+            _set_aside(mngr, steps[:i], log)
+            return step, state, data_state
+        log(
+            f"warning: {problem or f'checkpoint step {step} is unreadable on another process'}"
+            "; trying the previous one"
+        )
+    raise CheckpointError(
+        f"no intact checkpoint in {mngr.directory} (steps {sorted(steps)} are all unreadable); "
+        "restore a copy of the directory, or start again with a new --workdir"
+    )
+
+
+def _set_aside(mngr: ocp.CheckpointManager, steps: list[int], log) -> None:
+    """Moves unreadable step directories to WORKDIR/corrupt_checkpoints/ (kept for a look,
+    out of the way of the steps the run will save again)."""
+    if not steps:
+        return
+    aside = os.path.join(os.path.dirname(str(mngr.directory)), "corrupt_checkpoints")
+    if jax.process_index() == 0:
+        os.makedirs(aside, exist_ok=True)
+        for step in steps:
+            os.replace(os.path.join(str(mngr.directory), str(step)), os.path.join(aside, str(step)))
+        log(f"moved unreadable step(s) {sorted(steps)} to {aside}")
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("infini_jax: corrupt checkpoints set aside")
+    mngr.reload()
+
+
+def _everywhere(ok: bool) -> bool:
+    """True iff `ok` on every process."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(ok)], np.int32))
+    return bool(np.all(flags))
 
 
 def _partial(target) -> ocp.args.PyTreeRestore:
@@ -135,7 +254,13 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
       `(config saved with the checkpoint, step, params)`.
     """
     mngr, step = _open(path)
-    config = ml_collections.ConfigDict(saved_config(mngr, step))
+    try:
+        config = ml_collections.ConfigDict(saved_config(mngr, step))
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+        raise CheckpointError(
+            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step "
+            f"(saved: {mngr.all_steps()})"
+        ) from None
     model_cfg = validate(config)
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     if shardings_fn is None:
@@ -146,7 +271,15 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
     target = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
+    _quiet_restore_aftermath()
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
+    except Exception as e:  # noqa: BLE001
+        _drain()
+        raise CheckpointError(
+            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step "
+            f"(saved: {mngr.all_steps()})"
+        ) from None
     mngr.close()
     return config, step, restored["state"]["params"]
 

@@ -109,8 +109,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
     mngr = checkpoint.manager(workdir, config)
     start = mngr.latest_step() or 0
-    if start:
-        checkpoint.check_compatible(checkpoint.saved_config(mngr, start), config, start)
+    if start:  # before config.json is rewritten; an unreadable step is handled at restore
+        checkpoint.check_resumable(mngr, start, config)
     if start >= config.total_steps:
         print(
             f"{workdir}: already trained {start} of total_steps={config.total_steps}; nothing "
@@ -133,7 +133,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     iterator = iter(data)
     if start:
-        state, data_state = checkpoint.restore(mngr, start, abstract, state_sh)
+        log = print if proc == 0 else (lambda _: None)
+        start, state, data_state = checkpoint.restore_intact(mngr, abstract, state_sh, config, log)
         pipeline.restore_iterator(iterator, data_state, proc, n_proc, data_cfg.host_sharding)
     elif config.init_from:
         params, note = checkpoint.init_params_from(

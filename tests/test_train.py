@@ -3,6 +3,7 @@ parameter groups and the non-finite guard."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from infini_jax import checkpoint, optim, train
 from infini_jax.config import load_config
-from infini_jax.errors import ConfigError
+from infini_jax.errors import CheckpointError, ConfigError
 from infini_jax.train_step import init_state, train_step
 from tests.conftest import ROOT, config_path, small_model
 
@@ -327,3 +328,46 @@ def test_a_checkpoint_whose_state_has_a_field_since_removed_still_restores(tiny_
     mngr.close()
     assert type(restored) is type(state) and data == {"position": 7}
     chex.assert_trees_all_equal(restored, state)
+
+
+def _truncate_array_files(step_dir) -> None:
+    """Cuts the two largest files of a checkpoint step's state (the parameters' and the
+    optimizer state's arrays) to half their size."""
+    files = [
+        os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs
+    ]
+    for path in sorted(files, key=os.path.getsize)[-2:]:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(reference, tmp_path):
+    workdir = str(tmp_path / "run")
+    launch(workdir, "--config.total_steps=4", "--config.checkpoint_every_steps=2")
+    _truncate_array_files(os.path.join(workdir, "checkpoints", "4"))
+    with pytest.raises(CheckpointError, match=r"checkpoint step 4 in .* is unreadable"):
+        checkpoint.load_params(workdir)  # what evaluate and generate get: one line
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    cmd = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL]
+    args = [f"--workdir={workdir}", "--config.checkpoint_every_steps=2"]
+    r = subprocess.run(
+        [*cmd, *args, "--config.total_steps=6"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    warnings = [ln for ln in r.stdout.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "checkpoint step 4 in" in warnings[0], r.stdout
+    assert "starting at step 2" in r.stdout and "Traceback" not in r.stderr
+    assert "Event loop is closed" not in r.stderr
+    assert losses(workdir) == reference  # steps 3-4 redone from step 2: bitwise the same
+    assert os.path.isdir(os.path.join(workdir, "corrupt_checkpoints", "4"))  # kept, aside
+
+    for step in (2, 4, 6):  # now nothing is intact
+        _truncate_array_files(os.path.join(workdir, "checkpoints", str(step)))
+    r = subprocess.run(
+        [*cmd, *args, "--config.total_steps=8"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert re.fullmatch(
+        r"error: no intact checkpoint in \S+ \(steps \[[\d, ]+\] are all unreadable\); .*",
+        r.stderr.strip(),
+    )
