@@ -310,10 +310,13 @@ ADOPTED_FIELDS = (
 )
 
 
-def adopt_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def adopt_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
     """`config.init_from_model`: a copy of `config` with `ADOPTED_FIELDS` (and
-    `data.tokenizer`, if unset) taken from the checkpoint `config.init_from` names."""
-    mngr, step = _open(config.init_from)
+    `data.tokenizer`, if unset) taken from the checkpoint `config.init_from` names; from the
+    run's own latest checkpoint once it has one (a resume does not need `init_from` again)."""
+    own = os.path.join(workdir, "checkpoints")
+    resuming = os.path.isdir(own) and any(name.isdigit() for name in os.listdir(own))
+    mngr, step = _open(workdir if resuming else config.init_from)
     saved = saved_config(mngr, step)
     mngr.close()
     config = config.copy_and_resolve_references()

@@ -93,7 +93,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
     validate(config)
     if config.init_from_model and config.init_from:
-        config = checkpoint.adopt_model(config)
+        config = checkpoint.adopt_model(config, workdir)
     model_cfg = validate(config)
     data_cfg = DataConfig.from_config(config.data)
     o = OptimizerConfig.from_config(config.optimizer)

@@ -256,6 +256,11 @@ def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path, c
     last = train.train(config, str(tmp_path / "run"))
     start = capsys.readouterr().out
     assert "model.attention 'full' -> 'infini'" in start and "fresh: attention/balance" in start
+    # A resume takes the model from the run's own checkpoint: init_from may be gone by then.
+    gone = config.copy_and_resolve_references()
+    gone.init_from = str(tmp_path / "deleted")
+    resumed = checkpoint.adopt_model(gone, str(tmp_path / "run"))
+    assert resumed.model.d_model == 32 and resumed.data.tokenizer == f"{imported}/tokenizer"
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["d_model"] == 32 and saved["model"]["attention"] == "infini"
     assert saved["data"]["tokenizer"] == f"{imported}/tokenizer"  # the model's own tokenizer
