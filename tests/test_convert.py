@@ -189,6 +189,8 @@ def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     config, _, params = checkpoint.load_params(str(tmp_path / "w"))
     assert config.model.attention == "infini" and config.data.seq_len == 32
     np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -3.0))
+    with pytest.raises(ConvertError, match=r"already holds checkpoints; choose a new directory"):
+        convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"))  # never over a workdir
     r = run_cli(
         "infini_jax.convert", "to_hf", f"--checkpoint={tmp_path}/w", f"--output={tmp_path}/o"
     )
