@@ -1,7 +1,8 @@
 r"""Streaming generation with the compressive memory, in constant memory for any prompt length.
 
   python -m infini_jax.generate --checkpoint=WORKDIR[/STEP] --prompt="..." \
-      [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--top_p=1] [--seed=0]
+      [--prompt_file=F] [--max_new_tokens=64] [--temperature=0] [--top_p=1] [--seed=0] \
+      [--add_bos]
 
 The prompt's complete segments stream through the evaluation engine (the segment step, memory
 carried); the rest of the prompt and every new token go through `model.decode_step`: a KV cache
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
     flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
+    flags.DEFINE_bool("add_bos", False, "Start the prompt with BOS (imported Llama models).")
 
     def run(_):
         f = flags.FLAGS
@@ -129,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         ids = tok.encode(text)
         if not ids:
             raise Error("the prompt is empty; pass --prompt or --prompt_file")
+        if f.add_bos:
+            if tok.bos_id is None:
+                raise Error(f"--add_bos: tokenizer {tok.path} has no BOS token")
+            ids = [tok.bos_id, *ids]
         produced: list[int] = []
         shown = [""]
 

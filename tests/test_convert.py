@@ -183,6 +183,19 @@ def test_greedy_generation_equals_transformers(tmp_path):
     np.testing.assert_array_equal(ours, theirs[:, 8:].numpy())
 
 
+def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
+    hf_llama(tmp_path / "hf", tok=bpe, **CASES["gqa_untied"])
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", 64)
+    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    prompt = "The pass key is"
+    ids = [bpe.bos_id, *bpe.encode(prompt)]
+    new = generate(validate(config), params, np.asarray([ids]), max_new_tokens=6)[0]
+    args = [f"--checkpoint={tmp_path}/w", f"--prompt={prompt}", "--max_new_tokens=6"]
+    r = run_cli("infini_jax.generate", *args, "--add_bos")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.rstrip("\n") == bpe.decode(new)
+
+
 def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-3.0)
