@@ -21,6 +21,8 @@ from flax import traverse_util
 
 from infini_jax import model
 from infini_jax.config import base_config, validate
+from infini_jax.data import pipeline, tokenizer
+from infini_jax.data.config import DataConfig
 from infini_jax.errors import CheckpointError, ConfigError
 
 
@@ -254,13 +256,17 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
       `(config saved with the checkpoint, step, params)`.
     """
     mngr, step = _open(path)
+
+    def unreadable(e: Exception) -> CheckpointError:
+        saved = mngr.all_steps()
+        return CheckpointError(
+            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step (saved: {saved})"
+        )
+
     try:
         config = ml_collections.ConfigDict(saved_config(mngr, step))
     except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
-        raise CheckpointError(
-            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step "
-            f"(saved: {mngr.all_steps()})"
-        ) from None
+        raise unreadable(e) from None
     model_cfg = validate(config)
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     if shardings_fn is None:
@@ -276,12 +282,19 @@ def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict
         restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
     except Exception as e:  # noqa: BLE001
         _drain()
-        raise CheckpointError(
-            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step "
-            f"(saved: {mngr.all_steps()})"
-        ) from None
+        raise unreadable(e) from None
     mngr.close()
     return config, step, restored["state"]["params"]
+
+
+def load_tokenizer(path: str, config: ml_collections.ConfigDict) -> tokenizer.Tokenizer:
+    """The tokenizer of the checkpoint at `path` whose saved config is `config`: the one it
+    names, or the built-in one cached in its workdir; checked against its model."""
+    workdir, _ = resolve(path)
+    vocab = validate(config).vocab_size
+    return pipeline.resolve_tokenizer(
+        DataConfig.from_config(config.data), workdir, vocab, config.seed
+    )
 
 
 # The fields that fix the weights' shapes: a checkpoint initialises a model only if they match.
@@ -337,9 +350,10 @@ def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, 
         jax.tree.leaves(params_sh)[0].mesh, jax.sharding.PartitionSpec()
     )
     flat_sh = traverse_util.flatten_dict(params_sh)
+    checked = {}
 
     def shardings(saved, abstract):
-        saved_cfg = validate(saved)
+        saved_cfg = checked["model"] = validate(saved)
         differ = [
             f"model.{k}: checkpoint {getattr(saved_cfg, k)!r} vs config {getattr(model_cfg, k)!r}"
             for k in WEIGHT_FIELDS
@@ -353,22 +367,18 @@ def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, 
         flat = traverse_util.flatten_dict(abstract)
         return traverse_util.unflatten_dict({k: flat_sh.get(k, replicated) for k in flat})
 
-    saved, step, loaded = load_params(path, shardings)
+    _, step, loaded = load_params(path, shardings)
     loaded = traverse_util.flatten_dict(loaded)
     missing = [k for k in flat_sh if k not in loaded]
     if missing:  # e.g. the balance factors of an infini model started from a full one
-        fresh = jax.jit(
-            lambda: model.init_params(model_cfg, jax.random.split(jax.random.key(seed))[0]),
-            out_shardings=params_sh,
-        )()
+        fresh = jax.jit(lambda: model.seed_params(model_cfg, seed), out_shardings=params_sh)()
         fresh = traverse_util.flatten_dict(fresh)
         loaded.update({k: fresh[k] for k in missing})
     dropped = [k for k in loaded if k not in flat_sh]
     params = traverse_util.unflatten_dict({k: loaded[k] for k in flat_sh})
     note = f"initialised from {path} (step {step}): parameters only"
-    saved_cfg = validate(saved)
     for name in ("attention", *ADOPTED_FIELDS):  # what differs, so a change is never silent
-        before, after = getattr(saved_cfg, name), getattr(model_cfg, name)
+        before, after = getattr(checked["model"], name), getattr(model_cfg, name)
         if before != after:
             note += f"; model.{name} {before!r} -> {after!r}"
     for what, keys in (("fresh", missing), ("dropped", dropped)):

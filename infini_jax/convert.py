@@ -35,8 +35,7 @@ from safetensors.flax import save_file
 
 from infini_jax import checkpoint, cli, hf, model
 from infini_jax.config import base_config, override, save_config, validate
-from infini_jax.data import pipeline, tokenizer
-from infini_jax.data.config import DataConfig
+from infini_jax.data import tokenizer
 from infini_jax.errors import ConfigError, ConvertError, Error
 
 TOKENIZER_FILES = (
@@ -240,9 +239,7 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
             f"warning: {path} was trained with local attention (segment_len="
             f"{model_cfg.segment_len}); Hugging Face will run it as full attention"
         )
-    workdir, _ = checkpoint.resolve(path)
-    data_cfg = DataConfig.from_config(config.data)
-    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
+    tok = checkpoint.load_tokenizer(path, config)
     params = jax.tree.map(np.asarray, params)
     tensors = {}
     for name, (weight, layer) in hf.weights(model_cfg).items():
@@ -252,7 +249,7 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
     os.makedirs(output, exist_ok=True)
     save_file(tensors, os.path.join(output, "model.safetensors"), metadata={"format": "pt"})
     special = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
-    hf_cfg = hf.hf_config(model_cfg, data_cfg.seq_len, dtype, special)
+    hf_cfg = hf.hf_config(model_cfg, config.data.seq_len, dtype, special)
     with open(os.path.join(output, "config.json"), "w") as f:
         json.dump(hf_cfg, f, indent=2)
     _export_tokenizer(tok, output)

@@ -20,8 +20,7 @@ from ml_collections import config_flags
 
 from infini_jax import checkpoint, cli, model, sharding
 from infini_jax.config import validate
-from infini_jax.data import pipeline, sources, synthetic
-from infini_jax.data.config import DataConfig
+from infini_jax.data import sources, synthetic
 from infini_jax.errors import ConfigError, DataError
 from infini_jax.eval import report, tasks
 from infini_jax.eval.config import validate_eval
@@ -76,8 +75,7 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
     train_config, step, params = checkpoint.load_params(checkpoint_path, shardings_fn)
     model_cfg = validate(train_config)
     workdir, _ = checkpoint.resolve(checkpoint_path)
-    data_cfg = DataConfig.from_config(train_config.data)
-    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, train_config.seed)
+    tok = checkpoint.load_tokenizer(checkpoint_path, train_config)
     if config.task == "memory_stats" and model_cfg.attention != "infini":
         raise ConfigError(
             f"memory_stats needs an infini checkpoint; this one is {model_cfg.attention}"

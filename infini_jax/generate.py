@@ -20,8 +20,6 @@ from absl import flags
 
 from infini_jax import checkpoint, cli, model
 from infini_jax.config import validate
-from infini_jax.data import pipeline
-from infini_jax.data.config import DataConfig
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
 from infini_jax.model_config import ModelConfig
@@ -117,9 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.require("checkpoint")
         config, _, params = checkpoint.load_params(f.checkpoint)
         model_cfg = validate(config)
-        workdir, _ = checkpoint.resolve(f.checkpoint)
-        data_cfg = DataConfig.from_config(config.data)
-        tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
+        tok = checkpoint.load_tokenizer(f.checkpoint, config)
         if f.prompt_file:
             try:
                 with open(f.prompt_file, encoding="utf-8") as file:

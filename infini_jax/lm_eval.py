@@ -26,8 +26,6 @@ from absl import flags
 
 from infini_jax import checkpoint, cli
 from infini_jax.config import validate
-from infini_jax.data import pipeline
-from infini_jax.data.config import DataConfig
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
 from infini_jax.generate import generate
@@ -61,17 +59,13 @@ class InfiniLM(TemplateLM):
         super().__init__()
         config, self.step, self.params = checkpoint.load_params(checkpoint_path)
         self.model_cfg = validate(config)
-        workdir, _ = checkpoint.resolve(checkpoint_path)
-        data_cfg = DataConfig.from_config(config.data)
-        self.tok = pipeline.resolve_tokenizer(
-            data_cfg, workdir, self.model_cfg.vocab_size, config.seed
-        )
+        self.tok = checkpoint.load_tokenizer(checkpoint_path, config)
         if prefix == "bos" and self.tok.bos_id is None:
             raise Error(f"--prefix=bos: tokenizer {self.tok.path} has no BOS token; use eos")
         self._prefix = self.tok.bos_id if prefix == "bos" else self.tok.eos_id
         full = self.model_cfg.attention == "full"
         self.engine = Engine(
-            self.model_cfg, self.params, full_context=data_cfg.seq_len if full else 0
+            self.model_cfg, self.params, full_context=config.data.seq_len if full else 0
         )
         self.batch_size = batch_size
         self.max_gen_toks = max_gen_toks

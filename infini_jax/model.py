@@ -32,6 +32,11 @@ def init_params(model_cfg: ModelConfig, rng: jax.Array) -> Params:
     return nn.unbox(_init_boxed(model_cfg, rng))
 
 
+def seed_params(model_cfg: ModelConfig, seed: int) -> Params:
+    """A run's fresh parameters: `init_params` with the first key of `seed`'s split."""
+    return init_params(model_cfg, jax.random.split(jax.random.key(seed))[0])
+
+
 def param_logical_axes(model_cfg: ModelConfig) -> Params:
     """A tree of `PartitionSpec`s of logical axis names, shaped like `init_params`' result."""
     boxed = jax.eval_shape(lambda: _init_boxed(model_cfg, jax.random.key(0)))

@@ -32,7 +32,7 @@ def init_state(
 ) -> TrainState:
     """Step 0: fresh parameters from `seed` (or the given ones) and a fresh optimizer state."""
     if params is None:
-        params = model.init_params(model_cfg, jax.random.split(jax.random.key(seed))[0])
+        params = model.seed_params(model_cfg, seed)
     zero = jnp.zeros((), jnp.int32)
     return TrainState(zero, params, tx.init(params), zero, zero)
 
