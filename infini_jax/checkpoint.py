@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 
@@ -19,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from infini_jax import model
+from infini_jax import model, storage
 from infini_jax.config import base_config, validate
 from infini_jax.data import pipeline, tokenizer
 from infini_jax.data.config import DataConfig
@@ -34,9 +35,51 @@ def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointMa
         enable_async_checkpointing=True,
         create=True,
     )
+    _quiet_background_errors()
     return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"), options=options
+        storage.join(storage.absolute(workdir), "checkpoints"), options=options
     )
+
+
+def _quiet_background_errors() -> None:
+    """orbax logs a traceback when an asynchronous save fails in its thread, then raises the
+    same error in the training loop (at the next save or wait), which reports it in one line."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _BackgroundSaveFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_BackgroundSaveFilter())
+
+
+class _BackgroundSaveFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        background = record.pathname.endswith(os.path.join("futures", "future.py"))
+        return not (background and record.levelno >= logging.ERROR)
+
+
+def wait(mngr: ocp.CheckpointManager, timeout_s: float) -> None:
+    """Waits until the save in flight has committed; its error, if it failed. After `timeout_s`
+    (0 = no limit) a `StorageError`: a stopped bucket can keep orbax's writes retrying for many
+    minutes."""
+    if not timeout_s:
+        mngr.wait_until_finished()
+        return
+    failure = []
+
+    def run():
+        try:
+            mngr.wait_until_finished()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            failure.append(e)
+
+    waiter = threading.Thread(target=run, name="infini_jax_checkpoint_wait", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    if waiter.is_alive():
+        raise storage.StorageError(
+            f"a checkpoint in {mngr.directory} did not commit within checkpoint_timeout_s="
+            f"{timeout_s:g} s"
+        )
+    if failure:
+        raise failure[0]
 
 
 def save(
@@ -111,11 +154,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
 def _unreadable(step: int, directory, error: Exception) -> str:
     """One line saying what is wrong with a checkpoint step: the first line of the innermost
     error (tensorstore's own, e.g. "OUT_OF_RANGE: Error reading ... Requested byte range ...")."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    reason = (lines[0] if lines else type(error).__name__)[:200]
-    return f"checkpoint step {step} in {directory} is unreadable ({reason})"
+    return f"checkpoint step {step} in {directory} is unreadable ({storage.reason(error)})"
 
 
 def _quiet_restore_aftermath() -> None:
@@ -188,11 +227,12 @@ def _set_aside(mngr: ocp.CheckpointManager, steps: list[int], log) -> None:
     out of the way of the steps the run will save again)."""
     if not steps:
         return
-    aside = os.path.join(os.path.dirname(str(mngr.directory)), "corrupt_checkpoints")
+    aside = storage.join(storage.dirname(str(mngr.directory)), "corrupt_checkpoints")
     if jax.process_index() == 0:
-        os.makedirs(aside, exist_ok=True)
         for step in steps:
-            os.replace(os.path.join(str(mngr.directory), str(step)), os.path.join(aside, str(step)))
+            storage.move(
+                storage.join(str(mngr.directory), str(step)), storage.join(aside, str(step))
+            )
         log(f"moved unreadable step(s) {sorted(steps)} to {aside}")
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -223,10 +263,10 @@ def _partial(target) -> ocp.args.PyTreeRestore:
 
 def resolve(path: str) -> tuple[str, int | None]:
     """`WORKDIR`, `WORKDIR/STEP` or `WORKDIR/checkpoints/STEP` → (workdir, step or None)."""
-    path = os.path.abspath(path.rstrip("/"))
-    head, tail = os.path.split(path)
+    path = storage.absolute(path)
+    head, tail = storage.dirname(path), storage.basename(path)
     if tail.isdigit():
-        workdir = os.path.dirname(head) if os.path.basename(head) == "checkpoints" else head
+        workdir = storage.dirname(head) if storage.basename(head) == "checkpoints" else head
         return workdir, int(tail)
     return path, None
 
@@ -234,8 +274,8 @@ def resolve(path: str) -> tuple[str, int | None]:
 def _open(path: str) -> tuple[ocp.CheckpointManager, int]:
     """The manager of `path`'s checkpoints and the step `path` names (default: the latest)."""
     workdir, step = resolve(path)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = storage.join(workdir, "checkpoints")
+    if not storage.isdir(ckpt_dir):
         raise CheckpointError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
     mngr = ocp.CheckpointManager(ckpt_dir)
     steps = mngr.all_steps()
@@ -327,8 +367,8 @@ def adopt_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collectio
     """`config.init_from_model`: a copy of `config` with `ADOPTED_FIELDS` (and
     `data.tokenizer`, if unset) taken from the checkpoint `config.init_from` names; from the
     run's own latest checkpoint once it has one (a resume does not need `init_from` again)."""
-    own = os.path.join(workdir, "checkpoints")
-    resuming = os.path.isdir(own) and any(name.isdigit() for name in os.listdir(own))
+    own = storage.join(workdir, "checkpoints")
+    resuming = any(name.isdigit() for name in storage.listdir(own))
     mngr, step = _open(workdir if resuming else config.init_from)
     saved = saved_config(mngr, step)
     mngr.close()

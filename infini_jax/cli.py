@@ -19,9 +19,14 @@ from ml_collections.config_flags.config_flags import is_config_flag
 from infini_jax.errors import ConfigError, Error
 
 
-def fail(message: str) -> None:
-    """Prints `message` as one line on stderr and exits with status 2."""
+def fail(message: str, now: bool = False) -> None:
+    """Prints `message` as one line on stderr and exits with status 2; `now`: without waiting
+    for other threads (e.g. a background checkpoint save retrying an unreachable bucket)."""
     print(" ".join(str(message).split()), file=sys.stderr)
+    if now:
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(2)
     sys.exit(2)
 
 

@@ -18,6 +18,7 @@ import tokenize
 
 import ml_collections
 
+from infini_jax import storage
 from infini_jax.data.config import DataConfig
 from infini_jax.defaults import base_config
 from infini_jax.errors import ConfigError, check, check_positive_ints, is_int
@@ -75,7 +76,7 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     check(is_int(config.seed), f"config.seed={config.seed!r} must be an integer")
     names = ("total_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
     check_positive_ints({k: config[k] for k in (*names, "eval_batches")}, "")
-    for name in ("permanent_checkpoint_every_steps", "eval_every_steps"):
+    for name in ("permanent_checkpoint_every_steps", "eval_every_steps", "checkpoint_timeout_s"):
         value = config[name]
         check(is_int(value) and value >= 0, f"config.{name}={value!r} must be an integer >= 0")
     MeshConfig.from_config(config.mesh)
@@ -110,10 +111,8 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config to `workdir/config.json`; returns its path."""
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    path = storage.join(workdir, "config.json")
+    storage.write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True))
     return path
 
 

@@ -21,8 +21,6 @@ has no compressive memory).
 """
 
 import json
-import os
-import shutil
 import sys
 
 import jax
@@ -31,9 +29,9 @@ import ml_collections
 import numpy as np
 from absl import flags
 from safetensors import safe_open
-from safetensors.flax import save_file
+from safetensors.flax import save
 
-from infini_jax import checkpoint, cli, hf, model
+from infini_jax import checkpoint, cli, hf, model, storage
 from infini_jax.config import base_config, override, save_config, validate
 from infini_jax.data import tokenizer
 from infini_jax.errors import ConfigError, ConvertError, Error
@@ -48,29 +46,28 @@ TOKENIZER_FILES = (
 
 def _read_json(path: str) -> dict:
     try:
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(storage.read_text(path))
     except FileNotFoundError:
         raise ConvertError(
             f"{path} does not exist; --hf must be a Hugging Face model directory"
         ) from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConvertError(f"{path} cannot be read as JSON ({e})") from None
 
 
 def safetensors_files(hf_dir: str) -> list[str]:
     """The weight files of `hf_dir`: every shard of `model.safetensors.index.json`, or
     `model.safetensors`."""
-    index = os.path.join(hf_dir, "model.safetensors.index.json")
-    if os.path.isfile(index):
+    index = storage.join(hf_dir, "model.safetensors.index.json")
+    if storage.isfile(index):
         names = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        paths = [os.path.join(hf_dir, n) for n in names]
-        missing = [p for p in paths if not os.path.isfile(p)]
+        paths = [storage.join(hf_dir, n) for n in names]
+        missing = [p for p in paths if not storage.isfile(p)]
         if not names or missing:
             raise ConvertError(f"{index} names shards that are not there: {missing or 'none'}")
         return paths
-    single = os.path.join(hf_dir, "model.safetensors")
-    if os.path.isfile(single):
+    single = storage.join(hf_dir, "model.safetensors")
+    if storage.isfile(single):
         return [single]
     raise ConvertError(
         f"{hf_dir} holds neither model.safetensors nor model.safetensors.index.json (only "
@@ -108,7 +105,7 @@ def read_params(hf_dir: str, model_cfg) -> dict:
     expected = hf.weights(model_cfg)
     seen: set[str] = set()
     for path in safetensors_files(hf_dir):
-        with safe_open(path, framework="flax") as f:
+        with storage.local_copy(path) as local, safe_open(local, framework="flax") as f:
             for name in f.keys():
                 if hf.IGNORED.fullmatch(name):
                     continue
@@ -151,9 +148,10 @@ def read_params(hf_dir: str, model_cfg) -> dict:
 
 
 def _copy_tokenizer(src_dir: str, files: list[str], dst_dir: str) -> None:
-    os.makedirs(dst_dir, exist_ok=True)
     for name in files:
-        shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+        storage.write_bytes(
+            storage.join(dst_dir, name), storage.read_bytes(storage.join(src_dir, name))
+        )
 
 
 def from_hf(
@@ -166,19 +164,20 @@ def from_hf(
 ) -> ml_collections.ConfigDict:
     """Imports the Llama in `hf_dir` into a new workdir `output`; returns its config. Every
     check (config, tokenizer, tensors) runs before anything is written."""
-    if os.path.isdir(os.path.join(output, "checkpoints")):
+    output = storage.absolute(output)
+    if storage.isdir(storage.join(output, "checkpoints")):
         raise ConvertError(f"--output={output} already holds checkpoints; choose a new directory")
     config = import_config(hf_dir, attention, segment_len, seq_len, balance_init)
     model_cfg = validate(config)
-    tok_files = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
+    tok_files = [n for n in TOKENIZER_FILES if storage.isfile(storage.join(hf_dir, n))]
     if tok_files:
         tok = tokenizer.load(hf_dir)
         tok.check_fits(model_cfg.vocab_size)
     params = read_params(hf_dir, model_cfg)
-    os.makedirs(output, exist_ok=True)
+    storage.makedirs(output)
     if tok_files:
-        _copy_tokenizer(hf_dir, tok_files, os.path.join(output, "tokenizer"))
-        config.data.tokenizer = os.path.abspath(os.path.join(output, "tokenizer"))
+        _copy_tokenizer(hf_dir, tok_files, storage.join(output, "tokenizer"))
+        config.data.tokenizer = storage.join(output, "tokenizer")
     else:
         print(
             f"warning: {hf_dir} has no tokenizer; pass --config.data.tokenizer to train and "
@@ -196,13 +195,14 @@ def from_hf(
 def _export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
     """The tokenizer beside the weights, with a tokenizer_config.json naming its special
     tokens when the source has none (so `AutoTokenizer.from_pretrained` reads them)."""
-    src = os.path.dirname(tok.path)
-    if os.path.basename(tok.path) in TOKENIZER_FILES:  # from a Hugging Face directory
-        _copy_tokenizer(src, [n for n in TOKENIZER_FILES if os.path.isfile(f"{src}/{n}")], output)
-        if os.path.isfile(os.path.join(output, "tokenizer_config.json")):
+    src = storage.dirname(tok.path)
+    if storage.basename(tok.path) in TOKENIZER_FILES:  # from a Hugging Face directory
+        present = [n for n in TOKENIZER_FILES if storage.isfile(storage.join(src, n))]
+        _copy_tokenizer(src, present, output)
+        if storage.isfile(storage.join(output, "tokenizer_config.json")):
             return
     name = "tokenizer.json" if tok.kind == "tokenizer.json" else "tokenizer.model"
-    shutil.copyfile(tok.path, os.path.join(output, name))
+    storage.write_bytes(storage.join(output, name), storage.read_bytes(tok.path))
 
     def piece(i):
         return None if i is None else tok.piece(i)
@@ -217,8 +217,9 @@ def _export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
         "add_bos_token": False,
         "add_eos_token": False,
     }
-    with open(os.path.join(output, "tokenizer_config.json"), "w") as f:
-        json.dump(tok_config, f, indent=2)
+    storage.write_text(
+        storage.join(output, "tokenizer_config.json"), json.dumps(tok_config, indent=2)
+    )
 
 
 def to_hf(path: str, output: str, dtype: str = "float32") -> str:
@@ -246,12 +247,12 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
         value = hf.get(params, weight.path)
         value = value[layer] if layer is not None else value
         tensors[name] = jnp.asarray(np.ascontiguousarray(weight.to_hf(value, model_cfg)), dtype)
-    os.makedirs(output, exist_ok=True)
-    save_file(tensors, os.path.join(output, "model.safetensors"), metadata={"format": "pt"})
+    storage.write_bytes(
+        storage.join(output, "model.safetensors"), save(tensors, metadata={"format": "pt"})
+    )
     special = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
     hf_cfg = hf.hf_config(model_cfg, config.data.seq_len, dtype, special)
-    with open(os.path.join(output, "config.json"), "w") as f:
-        json.dump(hf_cfg, f, indent=2)
+    storage.write_text(storage.join(output, "config.json"), json.dumps(hf_cfg, indent=2))
     _export_tokenizer(tok, output)
     return warning
 

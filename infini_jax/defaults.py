@@ -15,6 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1_000  # Asynchronous orbax checkpoint every this many steps.
     config.keep_checkpoints = 3  # How many recent checkpoints to keep.
     config.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+    # Longest wait (s) for a checkpoint to commit, its writes retried meanwhile (a bucket that
+    # stopped answering); then one error line, the earlier checkpoints intact. 0 = no limit.
+    config.checkpoint_timeout_s = 1_800
     config.eval_every_steps = 0  # Validation loss on held-out data every this many steps; 0 = off.
     config.eval_batches = 4  # Held-out batches per validation (the same ones every time).
     config.init_from = ""  # Start from this checkpoint's parameters (WORKDIR[/STEP]); "" = fresh.

@@ -8,7 +8,6 @@ and prints a table. Several processes: as for training (--coordinator_address, .
 are split over the mesh's data axes and only process 0 writes.
 """
 
-import os
 import sys
 import time
 
@@ -18,7 +17,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from infini_jax import checkpoint, cli, model, sharding
+from infini_jax import checkpoint, cli, model, sharding, storage
 from infini_jax.config import validate
 from infini_jax.data import sources, synthetic
 from infini_jax.errors import ConfigError, DataError
@@ -82,7 +81,7 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
         )
     proc0 = jax.process_index() == 0
     if proc0:
-        os.makedirs(output, exist_ok=True)
+        storage.makedirs(output)
     engine_kw = dict(
         mesh=mesh, chunk_segments=config.chunk_segments, full_context=config.full_context
     )

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from infini_jax import checkpoint, cli, model
+from infini_jax import checkpoint, cli, model, storage
 from infini_jax.config import validate
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         tok = checkpoint.load_tokenizer(f.checkpoint, config)
         if f.prompt_file:
             try:
-                with open(f.prompt_file, encoding="utf-8") as file:
-                    text = file.read()
-            except OSError as e:
-                raise Error(f"--prompt_file={f.prompt_file}: {e.strerror}") from None
+                text = storage.read_text(f.prompt_file)
+            except (OSError, UnicodeDecodeError) as e:
+                reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+                raise Error(f"--prompt_file={f.prompt_file}: {reason}") from None
         else:
             text = f.prompt
         ids = tok.encode(text)

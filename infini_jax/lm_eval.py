@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from infini_jax import checkpoint, cli
+from infini_jax import checkpoint, cli, storage
 from infini_jax.config import validate
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
             print(task, json.dumps(shown))
         if f.output:
-            with open(f.output, "w") as file:
-                json.dump(results["results"], file, indent=2, default=str)
+            text = json.dumps(results["results"], indent=2, default=str)
+            storage.write_text(f.output, text)
             print(f"wrote {f.output}", file=sys.stderr)
 
     cli.run(run, argv)

@@ -1,13 +1,23 @@
-"""Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow)."""
+"""Metrics to `metrics.jsonl` and TensorBoard event files (tensorboardX: no TensorFlow).
+
+In a `gs://` workdir both are written on local disk and reach the bucket at each `sync` (each
+checkpoint, and the end): `metrics.jsonl` as a whole object, the TensorBoard events as one new
+event file per sync, uploaded once (tensorboardX's own GCS writer uploads the whole growing
+file at every flush: quadratic over a long run). TensorBoard reads the files of a directory
+as one run.
+"""
 
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from infini_jax import storage
 from infini_jax.accelerators import datasheet_flops
 
 
@@ -40,18 +50,35 @@ class Writer:
 
     def __init__(self, workdir: str, resume_step: int, enabled: bool):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.remote = storage.join(workdir, "metrics.jsonl")
+        self.tb_dir = storage.join(workdir, "tensorboard")
         self.tb = None
+        self.rolls = 0  # event files uploaded so far (gs:// workdir)
+        # TensorBoard hides the events a killed run logged past the step this one resumes from.
+        self.purge_step = resume_step + 1 if resume_step else None
         if not enabled:
             return
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
+        # A gs:// workdir is staged in a local directory; a local one is written in place.
+        self.staging = tempfile.mkdtemp(prefix="infini_jax_") if storage.is_remote(workdir) else ""
+        self.path = os.path.join(self.staging, "metrics.jsonl") if self.staging else self.remote
+        kept = []
+        if storage.exists(self.remote):
+            lines = storage.read_text(self.remote).splitlines(keepends=True)
+            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+        if kept or storage.exists(self.remote):
             with open(self.path, "w") as f:
                 f.writelines(kept)
-        from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    def _board(self):
+        if self.tb is None:
+            from tensorboardX import SummaryWriter
+
+            local = os.path.join(self.staging, "tensorboard") if self.staging else self.tb_dir
+            # A new file name per staged roll (tensorboardX names by the second).
+            suffix = f".{os.getpid()}.{self.rolls}" if self.staging else ""
+            self.tb = SummaryWriter(local, purge_step=self.purge_step, filename_suffix=suffix)
+            self.purge_step = None
+        return self.tb
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -61,14 +88,39 @@ class Writer:
             v = np.asarray(v)
             if v.ndim == 0:
                 record[k] = float(v)
-                self.tb.add_scalar(k, float(v), step)
+                self._board().add_scalar(k, float(v), step)
             else:
                 record[k] = [float(x) for x in v.reshape(-1)]
                 for i, x in enumerate(record[k]):
-                    self.tb.add_scalar(f"{k}/layer_{i}", x, step)
+                    self._board().add_scalar(f"{k}/layer_{i}", x, step)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def close(self) -> None:
+    def sync(self) -> None:
+        """gs:// workdir: uploads `metrics.jsonl` and the events written since the last sync."""
+        if not (self.enabled and self.staging):
+            return
+        if os.path.exists(self.path):
+            storage.upload(self.path, self.remote)
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
+            local = os.path.join(self.staging, "tensorboard")
+            for name in sorted(os.listdir(local)):
+                storage.upload(os.path.join(local, name), storage.join(self.tb_dir, name))
+                os.remove(os.path.join(local, name))
+            self.rolls += 1
+
+    def close(self, sync: bool = True) -> None:
+        """Flushes (uploads, for a gs:// workdir, if `sync`) and removes the staging directory."""
+        if not self.enabled:
+            return
+        try:
+            if sync:
+                self.sync()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+                self.tb = None
+            if self.staging:
+                shutil.rmtree(self.staging, ignore_errors=True)

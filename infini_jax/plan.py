@@ -14,6 +14,7 @@ import json
 import math
 import os
 
+from infini_jax import storage
 from infini_jax.accelerators import ACCELERATORS, BY_NAME
 from infini_jax.errors import ConfigError
 
@@ -213,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         p = plan(f.config, axes)
         print(format_plan(p, f.accelerator))
         if f.json:
-            with open(f.json, "w") as out:
-                json.dump(p, out, indent=1)
+            storage.write_text(f.json, json.dumps(p, indent=1))
 
     cli.run(run, argv)
 

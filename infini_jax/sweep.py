@@ -21,6 +21,7 @@ through `launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit.
 
 import csv
 import importlib.util
+import io
 import itertools
 import json
 import os
@@ -28,6 +29,7 @@ import shlex
 import subprocess
 import sys
 
+from infini_jax import storage
 from infini_jax.config import load_config, override, validate
 from infini_jax.errors import ConfigError
 
@@ -85,7 +87,7 @@ def plan_runs(sweep: dict, root: str) -> list[dict]:
         everything = {**sweep.get("fixed", {}), **overrides}
         config = override(load_config(absolute), everything, "sweep override")
         validate(config)
-        workdir = os.path.join(root, run_name(overrides))
+        workdir = storage.join(root, run_name(overrides))
         args = [f"--config={base}", f"--workdir={workdir}"]
         args += [f"--config.{k}={_text(v)}" for k, v in everything.items()]
         out.append(
@@ -105,8 +107,8 @@ def plan_runs(sweep: dict, root: str) -> list[dict]:
 
 def finished(run: dict) -> bool:
     """A checkpoint at (or past) total_steps exists: training ended (it always saves there)."""
-    ckpt = os.path.join(run["workdir"], "checkpoints")
-    steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+    names = storage.listdir(storage.join(run["workdir"], "checkpoints"))
+    steps = [int(d) for d in names if d.isdigit()]
     return bool(steps) and max(steps) >= run["total_steps"]
 
 
@@ -115,7 +117,7 @@ def launch_command(run: dict, launcher: str) -> list[str]:
     if launcher in ("local", "print"):
         return train
     if launcher == "slurm":
-        log = os.path.join(run["workdir"], "slurm-%j.out")
+        log = storage.join(run["workdir"], "slurm-%j.out")
         script = os.path.join(ROOT_DIR, "launch", "slurm", "train.sbatch")
         return [
             "sbatch",
@@ -133,16 +135,15 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher={launcher} is not one of {LAUNCHERS}")
     # Every run is expanded and validated before the first one starts.
-    runs = plan_runs(load_sweep(sweep_path), os.path.abspath(root))
+    runs = plan_runs(load_sweep(sweep_path), storage.absolute(root))
     failed = []
     for i, run in enumerate(runs, 1):
         cmd = launch_command(run, launcher)
         if launcher == "print" or dry_run:
             print(shlex.join(cmd))
             continue
-        os.makedirs(run["workdir"], exist_ok=True)
-        with open(os.path.join(run["workdir"], "sweep_run.json"), "w") as f:
-            json.dump({"name": run["name"], "overrides": run["overrides"], "command": cmd}, f)
+        meta = {"name": run["name"], "overrides": run["overrides"], "command": cmd}
+        storage.write_text(storage.join(run["workdir"], "sweep_run.json"), json.dumps(meta))
         if finished(run):
             print(f"[{i}/{len(runs)}] {run['name']}: finished, skipped")
             continue
@@ -157,24 +158,22 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
 
 
 def _last_metrics(workdir: str) -> dict:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "metrics.jsonl")
+    if not storage.exists(path):
         return {}
     last, val = {}, None
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                last = json.loads(line)
-                val = last.get("val_loss", val)
+    for line in storage.read_text(path).splitlines():
+        if line.strip():
+            last = json.loads(line)
+            val = last.get("val_loss", val)
     return {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
 
 
 def _passkey(workdir: str) -> dict:
-    path = os.path.join(workdir, "passkey.json")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "passkey.json")
+    if not storage.exists(path):
         return {}
-    with open(path) as f:
-        s = json.load(f)["summary"]
+    s = json.loads(storage.read_text(path))["summary"]
     beyond = s.get("beyond_first_segment") or {}
     return {
         "passkey": s["overall"]["accuracy"],
@@ -186,19 +185,17 @@ def _passkey(workdir: str) -> dict:
 def collect(root: str) -> list[dict]:
     """One row per run under `root`: its overrides, last metrics and passkey figures."""
     rows = []
-    for name in sorted(os.listdir(root)):
-        meta = os.path.join(root, name, "sweep_run.json")
-        if not os.path.exists(meta):
-            continue
-        with open(meta) as f:
-            info = json.load(f)
-        workdir = os.path.join(root, name)
-        evals = {}
-        for sub in sorted(os.listdir(workdir)):  # evaluate outputs written inside the run
-            summary = os.path.join(workdir, sub, "summary.json")
-            if os.path.exists(summary):
-                with open(summary) as f:
-                    evals[f"{sub}_accuracy"] = (json.load(f).get("overall") or {}).get("accuracy")
+    root = storage.absolute(root)
+    for meta in storage.glob(storage.join(root, "*", "sweep_run.json")):
+        info = json.loads(storage.read_text(meta))
+        workdir = storage.dirname(meta)
+        name = storage.basename(workdir)
+        evals = {}  # evaluate outputs written inside the run
+        for summary in storage.glob(storage.join(workdir, "*", "summary.json")):
+            overall = json.loads(storage.read_text(summary)).get("overall") or {}
+            evals[f"{storage.basename(storage.dirname(summary))}_accuracy"] = overall.get(
+                "accuracy"
+            )
         rows.append(
             {
                 "run": name,
@@ -217,18 +214,19 @@ def summarize(root: str, metric: str = "loss", field: str | None = None) -> list
     if not rows:
         raise ConfigError(f"{root} holds no sweep runs (no */sweep_run.json); run the sweep first")
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(os.path.join(root, "summary.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    root = storage.absolute(root)
+    storage.write_text(storage.join(root, "summary.csv"), table.getvalue())
 
     def cell(v):
         return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    with open(os.path.join(root, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    storage.write_text(storage.join(root, "summary.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     _plot(rows, root, metric, field)
     return rows
@@ -255,10 +253,10 @@ def _plot(rows: list[dict], root: str, metric: str, field: str | None) -> None:
     plots.curve(
         xs if numeric else [str(x) for x in xs],
         {label: [s.get(x, float("nan")) for x in xs] for label, s in series.items()},
-        os.path.join(root, "summary.png"),
+        storage.join(root, "summary.png"),
         xlabel=field,
         ylabel=metric,
-        title=os.path.basename(os.path.abspath(root)),
+        title=storage.basename(root),
         xscale="log" if log else "linear",
     )
 

@@ -9,7 +9,6 @@ done it says so and exits. Several processes (hosts): pass --coordinator_address
 batch and only process 0 writes logs.
 """
 
-import os
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from infini_jax import checkpoint, cli, model, sharding
+from infini_jax import checkpoint, cli, model, sharding, storage
 from infini_jax.config import save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
@@ -40,14 +39,14 @@ class TrainingStopped(Error):
 
 def _check_workdir(workdir: str) -> None:
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test_{jax.process_index()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        storage.makedirs(workdir)
+        probe = storage.join(workdir, f".write_test_{jax.process_index()}")
+        storage.write_text(probe, "ok")
+        storage.remove(probe)
     except OSError as e:
+        reason = e.strerror or " ".join(str(e).split())[:200]
         raise ConfigError(
-            f"workdir {workdir} is not writable ({e.strerror}); choose another --workdir"
+            f"workdir {workdir} is not writable ({reason}); choose another --workdir"
         ) from None
 
 
@@ -91,6 +90,7 @@ def _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_pr
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
+    workdir = storage.absolute(workdir)
     validate(config)
     if config.init_from_model and config.init_from:
         config = checkpoint.adopt_model(config, workdir)
@@ -157,9 +157,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
+    advice = (
+        "the checkpoints committed before are intact: re-run the same command to resume once "
+        f"{workdir} is reachable"
+    )
+
     def save(step: int, st: TrainState) -> None:
         data_state = pipeline.iterator_state(iterator, proc, n_proc, data_cfg.host_sharding)
-        checkpoint.save(mngr, step, st, data_state, config)
+        # An asynchronous save that failed in the background raises at the next save.
+        with storage.reporting(f"saving checkpoint step {step} to {workdir}", advice):
+            checkpoint.wait(mngr, config.checkpoint_timeout_s)  # the previous one committed
+            checkpoint.save(mngr, step, st, data_state, config)
+            writer.sync()  # gs://: the metrics up to a checkpoint reach the bucket with it
 
     if proc == 0:
         print(
@@ -187,6 +196,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "learning rate or check the data"
             )
 
+    unreachable = False
     try:
         for step in range(start + 1, config.total_steps + 1):
             batch = _global_batch(next(iterator), batch_sh)
@@ -220,12 +230,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     save(step, state)
                 print(f"SIGTERM: saved step {step} to {workdir}/checkpoints; exiting")
                 break
+    except storage.StorageError:
+        unreachable = True  # nothing more to upload: fail now, not after more retries
+        raise
     finally:
         bar.close()
-        mngr.wait_until_finished()
-        mngr.close()
-        writer.close()
         signal.signal(signal.SIGTERM, previous)
+        if not unreachable:
+            with storage.reporting(f"finishing the checkpoints in {workdir}", advice):
+                checkpoint.wait(mngr, config.checkpoint_timeout_s)
+                mngr.close()
+                writer.close()
+        else:
+            writer.close(sync=False)
     if int(state.step) == config.total_steps and config.report.passkey_multiples:
         params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
         if proc == 0:
@@ -243,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     def run(_):
         cli.require("workdir")
         cli.start_job()
-        train(flags.FLAGS.config, flags.FLAGS.workdir)
+        try:
+            train(flags.FLAGS.config, flags.FLAGS.workdir)
+        except storage.StorageError as e:
+            # orbax's save thread may retry the bucket for minutes; what was committed stays.
+            cli.fail(f"error: {e}", now=True)
 
     cli.run(run, argv)
 

@@ -1,23 +1,23 @@
 """The end-of-run training report in the workdir: loss curve PNG, passkey check, report.md."""
 
 import json
-import os
 
+from infini_jax import storage
 from infini_jax.eval import plots, tasks
 from infini_jax.eval.engine import Engine
 
 
 def loss_curve(workdir: str) -> str:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    path = os.path.join(workdir, "loss.png")
+    text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    path = storage.join(workdir, "loss.png")
     plots.curve(
         [r["step"] for r in rows],
         {"train": [r["loss"] for r in rows]},
         path,
         xlabel="step",
         ylabel="train loss (nats/token)",
-        title=os.path.basename(workdir),
+        title=storage.basename(workdir),
         marker=None,
     )
     return path
@@ -53,10 +53,12 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
             k: ablated[k]
             for k in ("overall", "by_length", "by_segments_back", "beyond_first_segment")
         }
-    with open(os.path.join(workdir, "passkey.json"), "w") as f:
-        json.dump({"summary": summary, "samples": records}, f, indent=1)
+    storage.write_text(
+        storage.join(workdir, "passkey.json"),
+        json.dumps({"summary": summary, "samples": records}, indent=1),
+    )
     loss_curve(workdir)
-    plots.heatmap(summary, os.path.join(workdir, "heatmap.png"), f"passkey: {model_cfg.attention}")
+    plots.heatmap(summary, storage.join(workdir, "heatmap.png"), f"passkey: {model_cfg.attention}")
     ablated = summary.get("memory_ablated")
     lines = [
         f"# Run report: {model_cfg.attention} attention",
@@ -86,16 +88,15 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
             extra = f" {cell(ablated[key][value])} |" if ablated else ""
             lines.append(f"| {value} | {cell(s)} |{extra} {s['n']} |")
     lines += memory_table(workdir)
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    storage.write_text(storage.join(workdir, "report.md"), "\n".join(lines) + "\n")
     return summary
 
 
 def memory_table(workdir: str) -> list[str]:
     """report.md lines: per layer, the memory's ‖M‖_F and Σz and the gates g(b) at the last
     logged step (Infini models; nothing otherwise)."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     last = next((r for r in reversed(rows) if "memory_norm" in r), None)
     if last is None:
         return []

@@ -1,13 +1,12 @@
 """Benchmarks: scripts that print a table and write JSON; never timed tests."""
 
 import json
-import os
+
+from infini_jax import storage
 
 
 def write_records(output: str, name: str, records: list[dict]) -> str:
-    """Writes `records` as `output/name` (JSON, created directory); returns the path."""
-    os.makedirs(output, exist_ok=True)
-    path = os.path.join(output, name)
-    with open(path, "w") as f:
-        json.dump(records, f, indent=1)
+    """Writes `records` as `output/name` (JSON; a local or gs:// directory); returns the path."""
+    path = storage.join(output, name)
+    storage.write_text(path, json.dumps(records, indent=1))
     return path

@@ -80,6 +80,13 @@ class _DataMethods(Section):
                 f"config.data.weights={self.weights!r} must be {n} positive numbers, one per "
                 "entry of config.data.source",
             )
+        remote = [s for s in self.sources if s.startswith("gs://")]
+        check(
+            not remote,
+            f"config.data.source={remote[0] if remote else ''!r}: ArrayRecord shards are read "
+            "from local disk (the pip build of array_record has no GCS reader); copy them to "
+            "the workers or mount the bucket (gcsfuse, see docs/data.md) and pass the local path",
+        )
 
 
 DataConfig = section("DataConfig", _DataMethods, base_config().data, synthetic=SyntheticConfig)

@@ -6,7 +6,9 @@ Input file i (in sorted order) becomes `DIR/shard-<i>-of-<n>.array_record`: one 
 document, its token ids as little-endian int32, followed by EOS. A shard is written to a
 temporary name and renamed when complete, so an interrupted run resumes by skipping finished
 shards, and a reader never sees a half-written one. `DIR/manifest.json` records the inputs, the
-tokenizer and what reading skipped.
+tokenizer and what reading skipped. DIR and the inputs may be `gs://` paths: a shard is then
+written on local disk and uploaded when complete (training reads shards from local disk or a
+mounted bucket, see docs/data.md).
 """
 
 import dataclasses
@@ -14,11 +16,13 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 
 import numpy as np
 from array_record.python import array_record_module
 from tqdm import tqdm
 
+from infini_jax import storage
 from infini_jax.data import sources, tokenizer
 
 DTYPE = "<i4"
@@ -34,12 +38,13 @@ def decode_record(record: bytes) -> np.ndarray:
 
 def _write_shard(job) -> dict:
     index, n, path, tokenizer_path, output, fmt, text_field = job
-    final = os.path.join(output, shard_name(index, n))
-    if os.path.exists(final):
+    final = storage.join(output, shard_name(index, n))
+    if storage.exists(final):
         return {"shard": final, "skipped": True}
     tok = tokenizer.load(tokenizer_path)
     stats = sources.ReadStats()
-    tmp = final + ".tmp"
+    staging = tempfile.mkdtemp(prefix="infini_jax_prepare_") if storage.is_remote(final) else ""
+    tmp = os.path.join(staging, shard_name(index, n)) if staging else final + ".tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")  # grain: random access
     tokens = 0
     for doc in sources.read_documents(path, fmt, text_field, stats):
@@ -47,7 +52,12 @@ def _write_shard(job) -> dict:
         writer.write(ids.tobytes())
         tokens += len(ids)
     writer.close()
-    os.replace(tmp, final)
+    if staging:  # one upload of the finished shard: an object appears whole or not at all
+        storage.upload(tmp, final)
+        os.remove(tmp)
+        os.rmdir(staging)
+    else:
+        os.replace(tmp, final)
     return {"shard": final, "skipped": False, "tokens": tokens, **dataclasses.asdict(stats)}
 
 
@@ -63,7 +73,8 @@ def prepare(
     """Writes the shards and the manifest; returns the manifest."""
     paths = sources.expand(inputs)
     tokenizer.load(tokenizer_path)  # fail now, not in a worker
-    os.makedirs(output, exist_ok=True)
+    output = storage.absolute(output)
+    storage.makedirs(output)
     n = len(paths)
     jobs = [(i, n, p, tokenizer_path, output, fmt, text_field) for i, p in enumerate(paths)]
     workers = workers or min(n, os.cpu_count() or 1)
@@ -79,21 +90,19 @@ def prepare(
             results.append(_write_shard(job))
             bar.update()
     bar.close()
-    manifest_path = os.path.join(output, "manifest.json")
+    manifest_path = storage.join(output, "manifest.json")
     previous = {}
-    if os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            previous = {s["shard"]: s for s in json.load(f).get("shards", [])}
+    if storage.exists(manifest_path):
+        saved = json.loads(storage.read_text(manifest_path))
+        previous = {s["shard"]: s for s in saved.get("shards", [])}
     shards = [previous.get(r["shard"], r) if r["skipped"] else r for r in results]
     manifest = {
         "inputs": paths,
-        "tokenizer": os.path.abspath(tokenizer_path),
+        "tokenizer": storage.absolute(tokenizer_path),
         "shards": shards,
         "format": "int32 token ids per record, EOS-terminated",
     }
-    with open(manifest_path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(manifest_path + ".tmp", manifest_path)
+    storage.write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 

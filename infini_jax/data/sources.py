@@ -1,4 +1,5 @@
-"""Reading documents from files: plain text, JSONL, Parquet; globs and lists of paths.
+"""Reading documents from files: plain text, JSONL, Parquet; globs and lists of paths (local
+or gs://).
 
 Bad input policy (documented in docs/data.md, tested in tests/test_data_sources.py):
 - a pattern that matches nothing, a missing file, a truncated/corrupt Parquet file: stop with
@@ -9,11 +10,10 @@ Bad input policy (documented in docs/data.md, tested in tests/test_data_sources.
 """
 
 import dataclasses
-import glob
 import json
-import os
 from collections.abc import Iterator, Sequence
 
+from infini_jax import storage
 from infini_jax.errors import DataError
 
 FORMATS = ("text", "jsonl", "parquet")
@@ -42,11 +42,11 @@ def expand(patterns: str | Sequence[str]) -> list[str]:
         patterns = [p for p in patterns.split(",") if p]
     paths = []
     for pattern in patterns:
-        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        found = storage.glob(pattern) if storage.has_magic(pattern) else [pattern]
         if not found:
             raise DataError(f"input pattern {pattern} matches no file; check the path")
         for path in found:
-            if not os.path.isfile(path):
+            if not storage.isfile(path):
                 raise DataError(f"input file {path} does not exist")
         paths.extend(found)
     return paths
@@ -82,16 +82,16 @@ def read_documents(
     fmt = fmt or guess_format(path)
     if fmt not in FORMATS:
         raise DataError(f"format {fmt!r} of {path} is not one of {FORMATS}")
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise DataError(f"input file {path} does not exist")
     stats.files += 1
-    if os.path.getsize(path) == 0:
+    if storage.path(path).stat().length == 0:
         stats.empty_files += 1
         return
     if fmt == "parquet":
         yield from _parquet(path, text_field, stats)
         return
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         if fmt == "jsonl":
             for raw in f:
                 if not raw.strip():
@@ -125,7 +125,8 @@ def _parquet(path: str, text_field: str, stats: ReadStats) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     try:
-        reader = pq.ParquetFile(path)
+        file = storage.open(path, "rb")
+        reader = pq.ParquetFile(file)
         if text_field not in reader.schema_arrow.names:
             raise DataError(
                 f"parquet file {path} has no column {text_field!r}; "
@@ -140,6 +141,7 @@ def _parquet(path: str, text_field: str, stats: ReadStats) -> Iterator[str]:
                 if isinstance(text, bytes):
                     text = _decode(text, stats)
                 yield from _count(text, stats)
+        file.close()
     except (pa.ArrowException, OSError) as e:
         raise DataError(
             f"parquet file {path} is truncated or corrupt ({e}); "

@@ -24,6 +24,7 @@ import sentencepiece as spm
 import tokenizers
 from tqdm import tqdm
 
+from infini_jax import storage
 from infini_jax.data import sources, synthetic
 from infini_jax.errors import TokenizerError
 
@@ -75,7 +76,7 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, path: str):
         self.path = path
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=path)
+            self.sp = spm.SentencePieceProcessor(model_proto=storage.read_bytes(path))
         except (RuntimeError, OSError) as e:
             raise TokenizerError(
                 f"tokenizer file {path} is not a sentencepiece model ({e})"
@@ -105,7 +106,7 @@ class HFTokenizer(Tokenizer):
     def __init__(self, path: str):
         self.path = path
         try:
-            self.tok = tokenizers.Tokenizer.from_file(path)
+            self.tok = tokenizers.Tokenizer.from_str(storage.read_text(path))
         except Exception as e:  # noqa: BLE001 - the Rust library raises plain Exception
             reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             raise TokenizerError(
@@ -116,7 +117,7 @@ class HFTokenizer(Tokenizer):
         self.tok.encode_special_tokens = True
         vocab = self.tok.get_vocab(with_added_tokens=True)
         self.vocab_size = max(vocab.values()) + 1
-        named = _config_specials(os.path.dirname(path))
+        named = _config_specials(storage.dirname(path))
         ids = {}
         for role, names in _NAMES.items():
             name = named.get(role) or next((n for n in names if n in vocab), None)
@@ -140,13 +141,12 @@ class HFTokenizer(Tokenizer):
 
 def _config_specials(directory: str) -> dict[str, str]:
     """`{"eos": "</s>", ...}` from a `tokenizer_config.json` in `directory`, if any."""
-    path = os.path.join(directory, "tokenizer_config.json")
-    if not os.path.isfile(path):
+    path = storage.join(directory, "tokenizer_config.json")
+    if not storage.isfile(path):
         return {}
     try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        cfg = json.loads(storage.read_text(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TokenizerError(f"{path} is not valid JSON ({e}); fix or remove it") from None
     out = {}
     for role in _NAMES:
@@ -160,25 +160,18 @@ def _config_specials(directory: str) -> dict[str, str]:
 def load(path: str) -> Tokenizer:
     """The tokenizer at `path`: a sentencepiece `.model`, a `tokenizer.json`, or a directory
     holding either (`tokenizer.json` preferred, as Hugging Face does)."""
-    if os.path.isdir(path):
+    if storage.isdir(path):
         for name in ("tokenizer.json", "tokenizer.model"):
-            if os.path.isfile(os.path.join(path, name)):
-                return load(os.path.join(path, name))
+            if storage.isfile(storage.join(path, name)):
+                return load(storage.join(path, name))
         raise TokenizerError(
             f"tokenizer directory {path} holds neither tokenizer.json nor tokenizer.model"
         )
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise TokenizerError(f"tokenizer file {path} does not exist")
     if path.endswith(".json"):
         return HFTokenizer(path)
     return SentencePieceTokenizer(path)
-
-
-def _atomic_write(output: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(output + ".tmp", output)
 
 
 def train(
@@ -205,7 +198,7 @@ def train(
         texts, desc="tokenizer: documents", unit="doc", disable=not progress, file=sys.stderr
     )
     if kind == "bpe":
-        _atomic_write(output, _train_bpe(stream, vocab_size, source).encode())
+        storage.write_bytes(output, _train_bpe(stream, vocab_size, source).encode())
         return load(output)
     model = io.BytesIO()
     try:
@@ -227,7 +220,7 @@ def train(
     except RuntimeError as e:
         reason = str(e).rpartition("] ")[2] or str(e)
         raise TokenizerError(f"sentencepiece could not train on {source}: {reason}") from None
-    _atomic_write(output, model.getvalue())
+    storage.write_bytes(output, model.getvalue())
     return load(output)
 
 
@@ -265,8 +258,8 @@ def synthetic_texts(seed: int, n: int = 2000) -> Iterable[str]:
 def default_tokenizer(workdir: str, vocab_size: int, seed: int = 0) -> Tokenizer:
     """The built-in tokenizer: sentencepiece trained on the synthetic corpus, cached in the
     workdir."""
-    path = os.path.join(workdir, f"tokenizer_synthetic_{vocab_size}.model")
-    if not os.path.isfile(path):
+    path = storage.join(workdir, f"tokenizer_synthetic_{vocab_size}.model")
+    if not storage.isfile(path):
         train(synthetic_texts(seed), vocab_size, path, False, source="the built-in corpus")
     return load(path)
 

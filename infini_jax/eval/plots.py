@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from infini_jax import storage
+
 
 def _plt():
     import matplotlib
@@ -29,7 +31,7 @@ def heatmap(summary: dict, path: str, title: str) -> None:
     ax.set_yticks(range(len(depths)), [f"{d}%" for d in depths])
     ax.set(xlabel="context length (tokens)", ylabel="needle depth", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    storage.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -54,7 +56,7 @@ def curve(
         ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    storage.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -64,7 +66,7 @@ def histogram(values: np.ndarray, path: str, *, xlabel: str, title: str) -> None
     ax.hist(values, bins=20, range=(0, 1))
     ax.set(xlabel=xlabel, ylabel="heads", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    storage.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

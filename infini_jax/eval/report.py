@@ -1,12 +1,11 @@
 """Writing evaluation results: results.jsonl, summary.json, plots, report.md, console table."""
 
 import json
-import os
 
 import ml_collections
 import numpy as np
 
-from infini_jax import ops
+from infini_jax import ops, storage
 from infini_jax.eval import plots
 from infini_jax.model_config import ModelConfig
 
@@ -37,7 +36,7 @@ def gate_summary(records: list[dict]) -> dict:
 
 
 def _retrieval_plots(output: str, summary: dict, title: str) -> list[str]:
-    plots.heatmap(summary, os.path.join(output, "heatmap.png"), title)
+    plots.heatmap(summary, storage.join(output, "heatmap.png"), title)
     curves = (
         ("by_length", "accuracy_by_length.png", "context length (tokens)"),
         (
@@ -51,7 +50,7 @@ def _retrieval_plots(output: str, summary: dict, title: str) -> list[str]:
         plots.curve(
             [int(v) for v in values],
             {"exact match": [summary[key][v]["accuracy"] for v in values]},
-            os.path.join(output, name),
+            storage.join(output, name),
             xlabel=xlabel,
             ylabel="accuracy",
             title=title,
@@ -66,11 +65,10 @@ def write(
     records: list[dict],
     summary: dict,
 ) -> None:
-    with open(os.path.join(output, "results.jsonl"), "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    with open(os.path.join(output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    storage.write_text(
+        storage.join(output, "results.jsonl"), "".join(json.dumps(r) + "\n" for r in records)
+    )
+    storage.write_text(storage.join(output, "summary.json"), json.dumps(summary, indent=1))
     title = f"{c.task}: {model_cfg.attention}" + (" (memory ablated)" if c.ablate_memory else "")
     if c.task in ("passkey", "niah"):
         images = _retrieval_plots(output, summary, title)
@@ -83,7 +81,7 @@ def write(
             plots.curve(
                 xs,
                 series,
-                os.path.join(output, name),
+                storage.join(output, name),
                 xlabel="segment index",
                 ylabel="NLL (nats/token)",
                 title=f"{title}, {length} tokens",
@@ -91,7 +89,7 @@ def write(
             images.append(name)
     else:
         g = np.asarray([r["gate"] for r in records if r.get("kind") == "gate"])
-        plots.histogram(g, os.path.join(output, "gates.png"), xlabel="g(b)", title=title)
+        plots.histogram(g, storage.join(output, "gates.png"), xlabel="g(b)", title=title)
         images = ["gates.png"]
         for length, s in summary["by_length"].items():
             norm = np.asarray(s["memory_norm"])
@@ -99,7 +97,7 @@ def write(
             plots.curve(
                 list(range(len(norm))),
                 {f"layer {i}": norm[:, i].tolist() for i in range(norm.shape[1])},
-                os.path.join(output, name),
+                storage.join(output, name),
                 xlabel="segment index",
                 ylabel="‖M‖_F (mean over kv heads)",
                 title=f"{title}, {length} tokens",
@@ -128,8 +126,7 @@ def write(
         json.dumps(c.to_dict(), indent=1),
         "```",
     ]
-    with open(os.path.join(output, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    storage.write_text(storage.join(output, "report.md"), "\n".join(lines) + "\n")
 
 
 def table(task: str, summary: dict) -> str:
