@@ -42,7 +42,7 @@ def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointMa
 
 
 def _quiet_background_errors() -> None:
-    """orbax logs a traceback when an asynchronous save fails in its thread, then raises the
+    """orbax logs tracebacks when an asynchronous save fails in its threads, then raises the
     same error in the training loop (at the next save or wait), which reports it in one line."""
     absl_logger = logging.getLogger("absl")
     if not any(isinstance(f, _BackgroundSaveFilter) for f in absl_logger.filters):
@@ -50,8 +50,10 @@ def _quiet_background_errors() -> None:
 
 
 class _BackgroundSaveFilter(logging.Filter):
+    MODULES = (("futures", "future.py"), ("checkpointers", "async_checkpointer.py"))
+
     def filter(self, record: logging.LogRecord) -> bool:
-        background = record.pathname.endswith(os.path.join("futures", "future.py"))
+        background = any(record.pathname.endswith(os.path.join(*m)) for m in self.MODULES)
         return not (background and record.levelno >= logging.ERROR)
 
 

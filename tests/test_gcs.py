@@ -90,12 +90,12 @@ def bucket_losses(workdir: str) -> dict:
     return {r["step"]: r["loss"] for r in map(json.loads, text.splitlines())}
 
 
-def wait_until(condition, proc, timeout=300) -> None:
+def wait_until(condition, proc, timeout=300, poll=0.1) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
+        time.sleep(poll)
 
 
 def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path):
@@ -117,11 +117,17 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
     assert local.returncode == 0, err[-2000:]
     reference = losses(str(tmp_path / "local"))
 
-    # 2. Resumed; the server stops once step 4 is committed, while step 6 is being saved.
+    # 2. Resumed; the server stops once step 4 is committed (the run paused meanwhile, so
+    #    that step 6 cannot commit first): the save of step 6 fails.
     proc = launch(run, *args, no_report, wait=False)
-    wait_until(lambda: gcs.committed("run/checkpoints/4/commit_success.txt"), proc)
+    wait_until(lambda: gcs.committed("run/checkpoints/4/commit_success.txt"), proc, poll=0.02)
+    proc.send_signal(signal.SIGSTOP)
     gcs.stop()
-    out, err = proc.communicate(timeout=300)
+    proc.send_signal(signal.SIGCONT)
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        gcs.start()  # for the rest, whatever happened
     assert proc.returncode == 2, err[-2000:]
     assert "starting at step 2" in out
     last = err.strip().splitlines()[-1]
@@ -130,7 +136,6 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
     assert "Traceback" not in err
 
     # 3. Server back: resumes from the last committed step and ends as the local run did.
-    gcs.start()
     out = launch(run, *args)  # with the end-of-run report, written to the bucket
     assert "starting at step 4" in out
     assert bucket_losses(run) == reference  # every step, bitwise
