@@ -71,7 +71,7 @@ def load_preset(name: str) -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     """Checks every field; raises `ConfigError` on the first bad one. Returns the ModelConfig."""
-    for section in ("mesh", "model", "data", "optimizer", "report"):
+    for section in ("mesh", "model", "data", "optimizer", "report", "profile"):
         check(section in config, f"config.{section} is missing; start from base_config()")
     check(is_int(config.seed), f"config.seed={config.seed!r} must be an integer")
     names = ("total_steps", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints")
@@ -95,6 +95,9 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
         "config.report.passkey_multiples must be positive integers (multiples of seq_len)",
     )
     check_positive_ints({"passkey_samples": config.report.passkey_samples}, "report.")
+    start = config.profile.start_step
+    check(is_int(start) and start >= 0, f"config.profile.start_step={start!r} must be >= 0")
+    check_positive_ints({"num_steps": config.profile.num_steps}, "profile.")
     OptimizerConfig.from_config(config.optimizer)
     check(
         isinstance(config.init_from, str),

@@ -102,6 +102,11 @@ def base_config() -> ml_collections.ConfigDict:
     report.passkey_multiples = (1,)  # Passkey check at these multiples of seq_len; () = off.
     report.passkey_samples = 4  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
 
+    # A jax.profiler trace of a few training steps in WORKDIR/profile (docs/performance.md).
+    profile = config.profile = ml_collections.ConfigDict()
+    profile.start_step = 0  # First traced step; 0 = off. Past compilation: e.g. 10.
+    profile.num_steps = 3  # Steps traced.
+
     # AdamW with parameter groups (infini_jax/optim.py checks these).
     optimizer = config.optimizer = ml_collections.ConfigDict()
     optimizer.learning_rate = 3e-4  # Peak LR of all parameters but the balance factors.

@@ -29,6 +29,7 @@ from infini_jax.errors import ConfigError, Error
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
 from infini_jax.optim import OptimizerConfig
+from infini_jax.profiling import StepProfiler
 from infini_jax.train_report import format_summary, write_report
 from infini_jax.train_step import TrainState, init_state, loss_sums, make_training
 
@@ -45,6 +46,8 @@ def _check_workdir(workdir: str) -> None:
         storage.remove(probe)
     except OSError as e:
         reason = e.strerror or " ".join(str(e).split())[:200]
+        if storage.is_remote(workdir) and isinstance(e, FileNotFoundError):
+            reason = "no such bucket, or no access to it"
         raise ConfigError(
             f"workdir {workdir} is not writable ({reason}); choose another --workdir"
         ) from None
@@ -154,6 +157,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     flops_tok = flops_per_token(model_cfg, data_cfg.seq_len)
     peak, peak_source = peak_flops()
     writer = Writer(workdir, start, enabled=proc == 0)
+    profiler = StepProfiler(workdir, config.profile.start_step, config.profile.num_steps)
     stop = {"sigterm": False}
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
@@ -200,7 +204,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         for step in range(start + 1, config.total_steps + 1):
             batch = _global_batch(next(iterator), batch_sh)
+            profiler.before(step)
             state, metrics = step_fn(state, batch)
+            if traced := profiler.after(step, state):
+                print(f"profile of steps {config.profile.start_step}-{step}: {traced}")
             if pending is not None:  # checks every step without stalling the device queue
                 check_nonfinite(*pending)
             pending = (step, metrics["nonfinite_run"])
@@ -235,6 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise
     finally:
         bar.close()
+        profiler.stop()
         signal.signal(signal.SIGTERM, previous)
         if not unreachable:
             with storage.reporting(f"finishing the checkpoints in {workdir}", advice):

@@ -4,20 +4,21 @@
 #   launch/tpu.sh [--dry-run] create|install|run|logs|stop|delete [-- COMMAND...]
 #
 #   export PROJECT=my-project ZONE=us-east5-a TPU_NAME=infini ACCELERATOR_TYPE=v5p-32 \
-#          RUNTIME_VERSION=v2-alpha-tpuv5 BUCKET=my-bucket
+#          RUNTIME_VERSION=v2-alpha-tpuv5
 #   launch/tpu.sh create                  # QUEUED=1: a queued resource; SPOT=1: spot capacity
-#   launch/tpu.sh install                 # this checkout → every worker, pip install, mount BUCKET
+#   launch/tpu.sh install                 # this checkout → every worker, pip install -e ".[tpu]"
 #   launch/tpu.sh run -- python3 -m infini_jax.train --config=configs/llama_300m_infini.py \
-#       --workdir=/mnt/bucket/runs/300m --config.mesh.fsdp=-1
+#       --workdir=gs://my-bucket/runs/300m --config.mesh.fsdp=-1
 #   launch/tpu.sh logs                    # worker 0's log, followed
 #   launch/tpu.sh stop                    # SIGTERM on every worker: checkpoint, then exit
 #   launch/tpu.sh delete
 #
 # `run` starts the same command on --worker=all with INFINI_JAX_DISTRIBUTED=1, so every process
 # calls jax.distributed.initialize() and finds the pod's workers itself; output streams back and
-# is kept in ~/infini_jax.log on each worker. The workdir must be the same shared directory on
-# every worker: `install` mounts gs://$BUCKET at /mnt/bucket with Cloud Storage FUSE (use a
-# bucket with hierarchical namespace so orbax's directory renames are atomic).
+# is kept in ~/infini_jax.log on each worker. The workdir is a gs:// URL that every worker writes
+# directly (checkpoints, metrics, TensorBoard events, config, report). Prepared data shards are
+# read from local disk: with DATA_BUCKET=my-data-bucket, `install` also mounts it read-only at
+# $MOUNT (default /mnt/data) with Cloud Storage FUSE, for --config.data.source=/mnt/data/...
 # --dry-run (or DRY_RUN=1) prints every gcloud command instead of running it.
 set -euo pipefail
 
@@ -37,7 +38,7 @@ if [[ "${1:-}" == "--" ]]; then shift; fi
 ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v5p-8}
 RUNTIME_VERSION=${RUNTIME_VERSION:-v2-alpha-tpuv5}
 REPO_DIR=${REPO_DIR:-infini_jax}  # on the workers, relative to the home directory
-MOUNT=${MOUNT:-/mnt/bucket}
+MOUNT=${MOUNT:-/mnt/data}
 
 run() {  # prints the command (dry run) or runs it
   if [[ "$dry_run" == 1 ]]; then
@@ -67,14 +68,17 @@ case "$action" in
     fi
     ;;
   install)
-    : "${BUCKET:?set BUCKET (the bucket for workdirs, without gs://)}"
     archive=$(mktemp -d)/infini_jax.tar.gz
     run git -C "$(dirname "$0")/.." archive --format=tar.gz -o "$archive" HEAD
     run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME": --project="$PROJECT" \
       --zone="$ZONE" --worker=all
+    mount=""
+    if [[ -n "${DATA_BUCKET:-}" ]]; then
+      mount=" && sudo mkdir -p $MOUNT && (mountpoint -q $MOUNT || \
+sudo gcsfuse --implicit-dirs -o ro,allow_other $DATA_BUCKET $MOUNT)"
+    fi
     tpu_ssh all "mkdir -p ~/$REPO_DIR && tar xzf ~/infini_jax.tar.gz -C ~/$REPO_DIR && \
-pip install -q -U 'jax[tpu]' -e ~/$REPO_DIR && sudo mkdir -p $MOUNT && \
-(mountpoint -q $MOUNT || sudo gcsfuse --implicit-dirs -o allow_other $BUCKET $MOUNT)"
+pip install -q -e ~/$REPO_DIR'[tpu]'$mount"
     ;;
   run)
     [[ $# -gt 0 ]] || { echo "$0 run: give the command after --" >&2; exit 2; }

@@ -236,6 +236,19 @@ def test_storage_round_trips_and_missing_extra(gcs, tmp_path):
     with storage.local_copy(f"{base}/up.txt") as copy:
         assert open(copy).read() == "up"
 
+    # A bucket that does not exist: one line, before anything compiles.
+    r = subprocess.run(
+        [sys.executable, "-m", "infini_jax.train", "--workdir=gs://no-such-bucket/run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "config error: workdir gs://no-such-bucket/run is not writable (no such bucket, or no "
+        "access to it); choose another --workdir"
+    )
+
     # Without gcsfs (the gcs extra), a gs:// workdir is one line naming the extra.
     code = (
         "import sys; sys.modules['gcsfs'] = None  # as if not installed\n"

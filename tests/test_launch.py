@@ -50,10 +50,14 @@ def test_tpu_dry_runs():
     queued = dry("create", QUEUED="1", SPOT="1", ACCELERATOR_TYPE="v5p-32")
     assert "queued-resources create pod --node-id=pod" in queued
     assert "--accelerator-type=v5p-32" in queued and "--spot" in queued
-    run = dry("run", "--", "python3", "-m", "infini_jax.train", "--workdir=/mnt/bucket/r")
+    run = dry("run", "--", "python3", "-m", "infini_jax.train", "--workdir=gs://bkt/r")
     assert "--worker=all" in run and "INFINI_JAX_DISTRIBUTED=1" in run
     assert "infini_jax.train" in run
-    assert "gcsfuse" in dry("install") and "--worker=all" in dry("stop")
+    install = dry("install").replace("\\", "")  # the dry run prints the command %q-quoted
+    assert "pip install -q -e ~/infini_jax'[tpu]'" in install and "gcsfuse" not in install
+    install = dry("install", DATA_BUCKET="data").replace("\\", "")
+    assert "gcsfuse --implicit-dirs -o ro,allow_other data /mnt/data" in install
+    assert "--worker=all" in dry("stop")
     missing = sh("bash", "launch/tpu.sh", "--dry-run", "create", env={"PATH": os.environ["PATH"]})
     assert missing.returncode != 0 and "set PROJECT" in missing.stderr
 

@@ -260,7 +260,10 @@ def test_end_of_run_report(tmp_path):
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
     config.report.passkey_multiples, config.report.passkey_samples = (1, 2), 2
     config.eval_every_steps, config.eval_batches = 3, 2
+    config.profile.start_step, config.profile.num_steps = 2, 1
     last = train.train(config, str(tmp_path))
+    traces = list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000  # a trace of step 2
     assert 0 < last["val_loss"] < 10
     summary = last["passkey"]
     assert set(summary["by_length"]) == {"128", "256"}
