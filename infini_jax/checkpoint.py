@@ -117,11 +117,11 @@ def _merge(defaults: dict, saved: dict) -> dict:
 
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) -> None:
-    """The model must be the same; says which fields differ."""
+    """The model must be the same (but for the kernel that computes it); says which fields
+    differ."""
     current = config.model.to_dict()
-    differ = sorted(
-        k for k in set(saved["model"]) | set(current) if saved["model"].get(k) != current.get(k)
-    )
+    fields = (set(saved["model"]) | set(current)) - {"attention_impl"}
+    differ = sorted(k for k in fields if saved["model"].get(k) != current.get(k))
     if differ:
         details = ", ".join(
             f"model.{k}: checkpoint {saved['model'].get(k)!r} vs config {current.get(k)!r}"

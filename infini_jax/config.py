@@ -23,6 +23,7 @@ from infini_jax.data.config import DataConfig
 from infini_jax.defaults import base_config
 from infini_jax.errors import ConfigError, check, check_positive_ints, is_int
 from infini_jax.model_config import ModelConfig
+from infini_jax.ops import kernels
 from infini_jax.optim import OptimizerConfig
 from infini_jax.sharding import MeshConfig, check_rules
 
@@ -89,6 +90,13 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
             f"config.data.seq_len={data.seq_len} is not a multiple of config.model.segment_len="
             f"{n}; use e.g. {n * max(1, data.seq_len // n)}",
         )
+    window = model_cfg.window_len(data.seq_len)  # seq_len is a multiple of segment_len here
+    problem = kernels.check_window(model_cfg.attention_impl, window)
+    check(
+        not problem,
+        f"config.model.attention_impl={model_cfg.attention_impl!r}: {problem} (the window here "
+        f"is {window}: model.segment_len, or data.seq_len for full attention); use 'auto'",
+    )
     multiples = config.report.passkey_multiples
     check(
         all(is_int(m) and m > 0 for m in multiples),

@@ -63,6 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
     model.rope_original_len = 8192  # llama3: the context length of the unscaled base model.
     model.attention = "infini"  # "full" (causal over the sequence), "local" (segments) or "infini".
     model.segment_len = 64  # Tokens per segment N: the local attention window and the scan step.
+    # Kernel of the causal attention inside each window (infini_jax/ops/kernels.py): "auto"
+    # (splash on TPU, pallas_gpu on GPU, else xla), "xla", "splash", "pallas_gpu" or "cudnn".
+    model.attention_impl = "auto"
     model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).
     model.gate = "hard_sigmoid"  # g(b): "sigmoid" or "hard_sigmoid" = clip(0.2·b + 0.5, 0, 1).
     model.balance_init = 0.0  # Initial balance factor b of every head (0: g = 0.5).

@@ -4,6 +4,8 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) that
 sharding rules map onto mesh axes: embed, vocab, mlp, heads, kv_heads, head_dim, layers.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,6 +50,10 @@ class MLP(nn.Module):
 
     model_cfg: ModelConfig
 
+    def _kernel(self, q: jax.Array) -> str:
+        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
+        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `[batch, seq, d_model]` → `[batch, seq, d_model]`."""
@@ -61,6 +67,10 @@ class Attention(nn.Module):
     """Multi-head / grouped-query attention of one segment: "full", "local" or "infini"."""
 
     model_cfg: ModelConfig
+
+    def _kernel(self, q: jax.Array) -> str:
+        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
+        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
     @nn.compact
     def __call__(
@@ -103,11 +113,14 @@ class Attention(nn.Module):
             wrap = c.attention == "local"
             out, cache = ops.local_decode(q, k, v, cache, rope=c.rope, wrap=wrap)
         elif balance is not None:
+            options = dataclasses.replace(c.infini_options, attention_impl=self._kernel(q))
             out, memory = ops.infini_segment(
-                q, k, v, balance, memory, c.infini_options, mask=mask, segment_ids=segment_ids
+                q, k, v, balance, memory, options, mask=mask, segment_ids=segment_ids
             )
         else:
-            out = ops.local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope=c.rope)
+            out = ops.local_attention(
+                q, k, v, mask=mask, segment_ids=segment_ids, rope=c.rope, impl=self._kernel(q)
+            )
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
         return y, memory, cache
 
@@ -116,6 +129,10 @@ class Block(nn.Module):
     """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     model_cfg: ModelConfig
+
+    def _kernel(self, q: jax.Array) -> str:
+        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
+        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
     @nn.compact
     def __call__(self, x, state, mask, segment_ids):
@@ -144,6 +161,10 @@ class Transformer(nn.Module):
     """
 
     model_cfg: ModelConfig
+
+    def _kernel(self, q: jax.Array) -> str:
+        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
+        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
     @nn.compact
     def __call__(

@@ -15,6 +15,7 @@ from infini_jax.ops import (
     UPDATE_RULES,
     InfiniOptions,
     Rope,
+    kernels,
 )
 
 ATTENTION_KINDS = ("full", "local", "infini")
@@ -81,6 +82,14 @@ class _ModelMethods(Section):
             f"num_heads={self.num_heads} (grouped-query attention needs whole groups)",
         )
         check_choice(self.attention, ATTENTION_KINDS, "model.attention")
+        check_choice(self.attention_impl, kernels.IMPLS, "model.attention_impl")
+        if self.attention_impl == "cudnn":
+            check(
+                self.dtype == "bfloat16" and self.head_dim % 8 == 0 and self.head_dim <= 256,
+                "config.model.attention_impl='cudnn' needs model.dtype='bfloat16' and a head_dim "
+                f"that is a multiple of 8 and <= 256 (here {self.dtype}, {self.head_dim}); "
+                "use 'pallas_gpu' or 'auto'",
+            )
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")
         check_choice(self.empty_memory, EMPTY_MEMORY_MODES, "model.empty_memory")

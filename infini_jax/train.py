@@ -9,6 +9,7 @@ done it says so and exits. Several processes (hosts): pass --coordinator_address
 batch and only process 0 writes logs.
 """
 
+import contextlib
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from infini_jax import checkpoint, cli, model, sharding, storage
+from infini_jax import checkpoint, cli, model, ops, sharding, storage
 from infini_jax.config import save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
@@ -174,12 +175,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             checkpoint.save(mngr, step, st, data_state, config)
             writer.sync()  # gs://: the metrics up to a checkpoint reach the bucket with it
 
+    kernel, why = ops.kernels.resolve(
+        model_cfg.attention_impl, model_cfg.window_len(data_cfg.seq_len)
+    )
     if proc == 0:
         print(
             f"{model_cfg.attention} model, {model.count_params(abstract.params):,} parameters; "
-            f"mesh {dict(mesh.shape)}; {n_proc} process(es); starting at step {start}; MFU peak: "
-            f"{peak / 1e9:,.0f} GFLOP/s per device ({peak_source})"
+            f"attention kernel {kernel} ({why}); mesh {dict(mesh.shape)}; {n_proc} "
+            f"process(es); starting at step {start}; MFU peak: {peak / 1e9:,.0f} GFLOP/s per "
+            f"device ({peak_source})"
         )
+    contexts = contextlib.ExitStack()
+    if kernel != "xla" and mesh.size > 1:  # the kernel runs in shard_map over this mesh
+        contexts.enter_context(jax.set_mesh(mesh))
     bar = tqdm(
         total=config.total_steps,
         initial=start,
@@ -243,6 +251,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     finally:
         bar.close()
         profiler.stop()
+        contexts.close()
         signal.signal(signal.SIGTERM, previous)
         if not unreachable:
             with storage.reporting(f"finishing the checkpoints in {workdir}", advice):

@@ -109,7 +109,7 @@ def targets(records: list[dict]) -> list[dict]:
         if local:
             ratio = local["tokens_per_s"] / r["tokens_per_s"]
             add(
-                f"infini step time / local at {r['seq_len']}", ratio, ratio <= 1.10, "target ≤ 1.10"
+                f"infini step time / local at {r['seq_len']}", ratio, ratio <= 1.05, "target ≤ 1.05"
             )
         full = _find(steps, "train_step", attention="full", seq_len=r["seq_len"])
         if full:

@@ -1,5 +1,6 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
+from infini_jax.ops import kernels
 from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
 from infini_jax.ops.local import attend, local_attention
@@ -34,6 +35,7 @@ __all__ = [
     "infini_attention",
     "infini_decode",
     "init_cache",
+    "kernels",
     "infini_segment",
     "init_memory",
     "local_attention",

@@ -70,7 +70,9 @@ def infini_segment(
         mask = jnp.ones((b, n), bool)
     if segment_ids is None:
         segment_ids = jnp.zeros((b, n), jnp.int32)
-    a_dot = local_attention(q, k, v, mask=mask, segment_ids=segment_ids, rope=options.rope)
+    a_dot = local_attention(
+        q, k, v, mask=mask, segment_ids=segment_ids, rope=options.rope, impl=options.attention_impl
+    )
     a_dot = a_dot.reshape(b, n, kv, h // kv, d).astype(jnp.float32)
     reads = mask & (segment_ids == memory.doc[:, None])
     out = mix(q, a_dot, balance, memory, reads, options) * mask[:, :, None, None, None]
@@ -92,6 +94,7 @@ def infini_attention(
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
     empty_memory: str = "gate",
+    attention_impl: str = "xla",
 ) -> tuple[jax.Array, Memory]:
     """Infini-attention over a whole sequence: a `jax.lax.scan` of `infini_segment`.
 
@@ -114,12 +117,13 @@ def infini_attention(
         segment ends in a new document.
       empty_memory: for a token whose memory is empty (or of another document): `"gate"` mixes
         A_mem = 0 (the seed study); `"local"` returns A_dot unmixed.
+      attention_impl: the kernel of the local attention ("xla", or one of `ops.kernels`).
 
     Returns:
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
     """
     check_args(q, k, v, balance, mask, segment_ids)
-    options = InfiniOptions(update, gate, empty_memory, rope)
+    options = InfiniOptions(update, gate, empty_memory, rope, attention_impl)
     options.check()
     b, t, h, d = q.shape
     if segment_len <= 0 or t % segment_len:

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from infini_jax.ops import kernels
 from infini_jax.ops.rope import DEFAULT_ROPE, Rope, apply_rope
 
 
@@ -15,6 +16,7 @@ def local_attention(
     segment_ids: jax.Array | None = None,
     rope: Rope = DEFAULT_ROPE,
     query_block: int = 2048,
+    impl: str = "xla",
 ) -> jax.Array:
     """Causal dot-product attention with RoPE positions `0 .. seq-1` inside the window.
 
@@ -29,6 +31,8 @@ def local_attention(
       query_block: windows longer than this (a multiple of it) are computed one block of
         queries at a time, rematerialised in the backward pass: same result, memory linear in
         the window instead of quadratic.
+      impl: "xla" (the einsum softmax below), or a fused kernel of `ops.kernels`
+        ("splash", "pallas_gpu", "cudnn"; already resolved from "auto").
 
     Returns:
       `[batch, seq, heads, head_dim]` in `q.dtype`. Logits and softmax are float32, scaled by
@@ -37,8 +41,16 @@ def local_attention(
     b, t, h, d = q.shape
     kv = k.shape[2]
     positions = jnp.arange(t)
-    qr = apply_rope(q, positions, rope).reshape(b, t, kv, h // kv, d)
     kr = apply_rope(k, positions, rope)
+    if impl != "xla":
+        ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
+        if mask is not None:  # padded tokens: a document of their own, zeroed below
+            ids = jnp.where(mask, ids, jnp.iinfo(jnp.int32).min)
+        out = kernels.fused_attention(apply_rope(q, positions, rope), kr, v, ids, impl)
+        if mask is not None:
+            out = out * mask[:, :, None, None].astype(out.dtype)
+        return out.astype(q.dtype)
+    qr = apply_rope(q, positions, rope).reshape(b, t, kv, h // kv, d)
     if t > query_block and t % query_block == 0:
         ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
         # Long windows ("full" attention): query blocks in a scan, each rematerialised, so

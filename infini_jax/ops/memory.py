@@ -145,6 +145,7 @@ class InfiniOptions:
     gate: str = "hard_sigmoid"
     empty_memory: str = "gate"
     rope: Rope = Rope()
+    attention_impl: str = "xla"  # the local attention's kernel (`ops.kernels`), resolved
 
     def check(self) -> None:
         """One ValueError line for an unknown option."""
