@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from infini_jax import sharding
+from infini_jax import ops, sharding
 from infini_jax.accelerators import datasheet_flops
 from infini_jax.bench import write_records
 from infini_jax.config import REPO, load_config, load_preset, validate
@@ -43,6 +43,17 @@ def file_config(path: str, attention: str, seq_len: int, layers: int | None = No
     config.data.batch_size = config.data.batch_size // max(1, config.data.seq_len // 8192) or 1
     if layers:
         config.model.num_layers = layers
+    return config
+
+
+def config_for(spec: str, attention: str, seq_len: int, layers=None, impl: str = "auto"):
+    """The `spec` model ("bench" or a config file) with `attention` at `seq_len`, its attention
+    kernel `impl` (`model.attention_impl`)."""
+    if spec == "bench":
+        config = bench_config(attention, seq_len, layers or 4)
+    else:
+        config = file_config(spec, attention, seq_len, layers)
+    config.model.attention_impl = impl
     return config
 
 
@@ -90,6 +101,7 @@ def measure(config, peak: float, steps: int = 3) -> dict:
         "batch": config.data.batch_size,
         "layers": model_cfg.num_layers,
         "dtype": model_cfg.dtype,
+        "kernel": ops.kernels.resolve(model_cfg.attention_impl, model_cfg.window_len(seq))[0],
         "memory_bytes": memory,
         "compile_s": compile_s,
         "flops_per_token": flops_per_token(model_cfg, seq),
@@ -116,12 +128,14 @@ def measure(config, peak: float, steps: int = 3) -> dict:
     return record
 
 
-def run(kinds, lengths, peak: float, spec: str = "bench", steps: int = 3) -> list[dict]:
+def run(
+    kinds, lengths, peak: float, spec: str = "bench", steps: int = 3, impl: str = "auto"
+) -> list[dict]:
     """One record per (length, kind) of the `spec` model: "bench" or a config file."""
     records = []
     for seq in lengths:
         for kind in kinds:
-            config = bench_config(kind, seq) if spec == "bench" else file_config(spec, kind, seq)
+            config = config_for(spec, kind, seq, impl=impl)
             try:
                 r = measure(config, peak, steps)
             except Exception as e:  # one failing point (e.g. out of memory) does not end the run
@@ -156,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_list("kinds", ["full", "local", "infini"], "Attention kinds.")
     flags.DEFINE_list("lengths", ["2048", "4096", "8192", "16384", "32768"], "Sequence lengths.")
     flags.DEFINE_string("config", "bench", "'bench' or a config file.")
+    flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
     flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).")
     flags.DEFINE_string("output", "", "Directory for train_step.json ('' = none).")
 
@@ -164,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         peak = matmul_peak()
         print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
         lengths = [int(x) for x in f.lengths]
-        records = [peak] + run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps)
+        records = [peak]
+        records += run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps, f.attention_impl)
         if f.output:
             write_records(f.output, "train_step.json", records)
 
