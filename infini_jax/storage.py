@@ -33,8 +33,11 @@ class StorageError(Error):
 
 def reason(error: BaseException) -> str:
     """The first line of the innermost cause of `error` (e.g. "Cannot connect to host ...")."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
+    for _ in range(32):  # bounded: a chain can loop
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return (lines[0] if lines else type(error).__name__)[:200]
 

@@ -137,9 +137,9 @@ def _pallas_gpu(q, k, v, ids):
     b, t, h, d = q.shape
     group = h // k.shape[2]
     k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
-    bq = min(BLOCK, t)
+    bq, bb = min(BLOCK, t), min(32, t)  # forward blocks; backward (dq, dkv) blocks
     sizes = attention.BlockSizes(
-        block_q=bq, block_k=bq, block_q_dkv=32, block_kv_dkv=32, block_q_dq=32, block_kv_dq=32
+        block_q=bq, block_k=bq, block_q_dkv=bb, block_kv_dkv=bb, block_q_dq=bb, block_kv_dq=bb
     )
     out = attention.mha(
         q,
