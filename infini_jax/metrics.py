@@ -61,11 +61,9 @@ class Writer:
         # A gs:// workdir is staged in a local directory; a local one is written in place.
         self.staging = tempfile.mkdtemp(prefix="infini_jax_") if storage.is_remote(workdir) else ""
         self.path = os.path.join(self.staging, "metrics.jsonl") if self.staging else self.remote
-        kept = []
         if storage.exists(self.remote):
             lines = storage.read_text(self.remote).splitlines(keepends=True)
             kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
-        if kept or storage.exists(self.remote):
             with open(self.path, "w") as f:
                 f.writelines(kept)
 

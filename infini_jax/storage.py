@@ -146,13 +146,6 @@ def remove(p: str) -> None:
     path(p).unlink()
 
 
-def rmtree(p: str) -> None:
-    if is_remote(p):
-        path(p).rmtree()
-    else:
-        shutil.rmtree(p)
-
-
 def move(src: str, dst: str) -> None:
     """Renames file or directory `src` to `dst` (remote: copy, then delete)."""
     if is_remote(src):
