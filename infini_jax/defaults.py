@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
     # "" = built-in (sentencepiece trained on the synthetic corpus, cached in the workdir).
     data.tokenizer = ""
     data.packing = "padding"  # "padding": one document per row; "concat": pack with segment_ids.
+    # "padding" and a prepared document longer than seq_len: "truncate" keeps its start;
+    # "random_window" a seeded random window of it, drawn anew every epoch (long books).
+    data.long_documents = "truncate"
     data.validation_fraction = 0.01  # Share of prepared documents held out, in (0, 0.5].
     data.worker_count = 0  # grain prefetch processes; 0 = inside the training process.
     # Several processes: "replicated" = each reads the global stream and keeps its rows (same

@@ -2,32 +2,39 @@ r"""Config sweeps: expand a sweep file into runs, launch them, resume them, summ
 
   python -m infini_jax.sweep --sweep=configs/sweeps/balance.py --workdir=ROOT \
       [--launcher=local|print|slurm|tpu] [--dry_run]
-  python -m infini_jax.sweep summarize ROOT [--metric=loss] [--field=optimizer.gate_learning_rate]
+  python -m infini_jax.sweep summarize ROOT [--sweep=FILE] [--group=seed] [--columns=GLOBS]
+      [--field=F] [--metric=M] [--curve=PREFIX] [--output=NAME]  (infini_jax/sweep_summary.py)
 
 A sweep file defines `get_sweep()` returning a dict:
   base:  config file[:preset] every run starts from;
   fixed: {dotted field: value} applied to every run (optional);
   grid:  {dotted field: [values]}, every combination is a run; or
   runs:  [{dotted field: value}, ...], one run each (grid and runs may be combined: each listed
-         run is crossed with the grid).
+         run is crossed with the grid);
+  evals: {name: (eval config file[:preset], {field: value}[, {dotted train field: value}])}
+         (optional): after a run's training, `infini_jax.evaluate` writes ROOT/<run>/<name>/
+         for each, if the run's config has the values of the optional third dict (e.g.
+         {"model.attention": "infini"} for memory_stats).
 Each run gets ROOT/<name>, the name built from its own overrides, and `sweep_run.json` with its
-overrides and command. Re-running the sweep skips finished runs (a checkpoint at total_steps)
-and resumes unfinished ones (training resumes from its latest checkpoint).
+overrides, command and wall time. Re-running the sweep skips finished runs (a checkpoint at
+total_steps) and evaluations (their summary.json exists), and resumes unfinished runs
+(training resumes from its latest checkpoint).
 
 Launchers: `local` runs them one after another here; `print` prints the commands; `slurm`
 submits each with `sbatch launch/slurm/train.sbatch`; `tpu` runs each on the whole TPU VM pod
-through `launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit.
+through `launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit. Evaluations
+run with the local launcher (print shows their commands); after slurm / tpu jobs finish, run
+the sweep again with `--launcher=local` to evaluate them.
 """
 
-import csv
 import importlib.util
-import io
 import itertools
 import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 
 from infini_jax import storage
 from infini_jax.config import load_config, override, validate
@@ -44,14 +51,24 @@ def load_sweep(path: str) -> dict:
         )
     spec = importlib.util.spec_from_file_location("sweep_file", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # sibling modules, as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
     sweep = module.get_sweep()
-    unknown = set(sweep) - {"base", "fixed", "grid", "runs"}
+    unknown = set(sweep) - {"base", "fixed", "grid", "runs", "evals"}
     if unknown or "base" not in sweep:
         raise ConfigError(
-            f"sweep file {path}: get_sweep() must return base plus fixed/grid/runs; "
+            f"sweep file {path}: get_sweep() must return base plus fixed/grid/runs/evals; "
             f"got keys {sorted(sweep)}"
         )
+    for name, spec in sweep.get("evals", {}).items():
+        if not (isinstance(spec, tuple | list) and len(spec) in (2, 3)):
+            raise ConfigError(
+                f"sweep file {path}: evals[{name!r}] must be (config file, {{field: value}}"
+                "[, {train field: value}])"
+            )
     return sweep
 
 
@@ -97,12 +114,41 @@ def plan_runs(sweep: dict, root: str) -> list[dict]:
                 workdir=workdir,
                 total_steps=config.total_steps,
                 train_args=args,
+                evals=_evals(sweep.get("evals", {}), config, workdir),
             )
         )
     names = [r["name"] for r in out]
     if len(set(names)) != len(names):
         raise ConfigError("sweep expands to two runs with the same overrides; remove duplicates")
     return out
+
+
+def _evals(evals: dict, config, workdir: str) -> list[tuple[str, list[str]]]:
+    """(name, evaluate arguments) of each evaluation whose conditions the run's config meets;
+    each eval config is loaded and checked now, before anything runs."""
+    from infini_jax.eval.config import validate_eval
+
+    out = []
+    for name, (path, fields, *when) in evals.items():
+        if any(_get(config, k) != v for k, v in (when[0] if when else {}).items()):
+            continue
+        file, _, preset = path.partition(":")
+        eval_config = override(
+            load_config(os.path.join(ROOT_DIR, file) + (f":{preset}" if preset else "")),
+            fields,
+            f"sweep evals[{name!r}]",
+        )
+        validate_eval(eval_config)
+        args = [f"--config={path}", f"--checkpoint={workdir}"]
+        args += [f"--output={storage.join(workdir, name)}"]
+        out.append((name, args + [f"--config.{k}={_text(v)}" for k, v in fields.items()]))
+    return out
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
 
 
 def finished(run: dict) -> bool:
@@ -139,140 +185,45 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
     failed = []
     for i, run in enumerate(runs, 1):
         cmd = launch_command(run, launcher)
+        evals = [[sys.executable, "-m", "infini_jax.evaluate", *a] for _, a in run["evals"]]
         if launcher == "print" or dry_run:
-            print(shlex.join(cmd))
+            print("\n".join(shlex.join(c) for c in [cmd, *evals]))
             continue
+        meta_path = storage.join(run["workdir"], "sweep_run.json")
+        old = json.loads(storage.read_text(meta_path)) if storage.exists(meta_path) else {}
         meta = {"name": run["name"], "overrides": run["overrides"], "command": cmd}
-        storage.write_text(storage.join(run["workdir"], "sweep_run.json"), json.dumps(meta))
+        meta["seconds"] = old.get("seconds", 0.0)  # wall time of training and evaluations
+        storage.write_text(meta_path, json.dumps(meta))
+        t0 = time.perf_counter()
         if finished(run):
             print(f"[{i}/{len(runs)}] {run['name']}: finished, skipped")
-            continue
-        print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
-        code = subprocess.call(cmd, cwd=ROOT_DIR)
-        if code != 0 or (launcher == "local" and not finished(run)):
-            print(f"[{i}/{len(runs)}] {run['name']}: exited with status {code}", flush=True)
+        else:
+            print(f"[{i}/{len(runs)}] {run['name']}: {shlex.join(cmd)}", flush=True)
+            code = subprocess.call(cmd, cwd=ROOT_DIR)
+            if code != 0 or (launcher == "local" and not finished(run)):
+                print(f"[{i}/{len(runs)}] {run['name']}: exited with status {code}", flush=True)
+                failed.append(run["name"])
+                continue
+        if launcher == "local" and not _evaluate(run, evals, f"[{i}/{len(runs)}]"):
             failed.append(run["name"])
+        meta["seconds"] += time.perf_counter() - t0
+        storage.write_text(meta_path, json.dumps(meta))
     if failed:
         print(f"{len(failed)} of {len(runs)} runs failed or stopped early: {', '.join(failed)}")
     return len(failed)
 
 
-def _last_metrics(workdir: str) -> dict:
-    path = storage.join(workdir, "metrics.jsonl")
-    if not storage.exists(path):
-        return {}
-    last, val = {}, None
-    for line in storage.read_text(path).splitlines():
-        if line.strip():
-            last = json.loads(line)
-            val = last.get("val_loss", val)
-    return {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
-
-
-def _passkey(workdir: str) -> dict:
-    path = storage.join(workdir, "passkey.json")
-    if not storage.exists(path):
-        return {}
-    s = json.loads(storage.read_text(path))["summary"]
-    beyond = s.get("beyond_first_segment") or {}
-    return {
-        "passkey": s["overall"]["accuracy"],
-        "passkey_beyond_first_segment": beyond.get("accuracy"),
-        "passkey_digits_beyond_first_segment": beyond.get("digit_accuracy"),
-    }
-
-
-def collect(root: str) -> list[dict]:
-    """One row per run under `root`: its overrides, last metrics and passkey figures."""
-    rows = []
-    root = storage.absolute(root)
-    for meta in storage.glob(storage.join(root, "*", "sweep_run.json")):
-        info = json.loads(storage.read_text(meta))
-        workdir = storage.dirname(meta)
-        name = storage.basename(workdir)
-        evals = {}  # evaluate outputs written inside the run
-        for summary in storage.glob(storage.join(workdir, "*", "summary.json")):
-            overall = json.loads(storage.read_text(summary)).get("overall") or {}
-            evals[f"{storage.basename(storage.dirname(summary))}_accuracy"] = overall.get(
-                "accuracy"
-            )
-        rows.append(
-            {
-                "run": name,
-                **info["overrides"],
-                **_last_metrics(workdir),
-                **_passkey(workdir),
-                **evals,
-            }
-        )
-    return rows
-
-
-def summarize(root: str, metric: str = "loss", field: str | None = None) -> list[dict]:
-    """Writes ROOT/summary.md, summary.csv and summary.png (`metric` against `field`)."""
-    rows = collect(root)
-    if not rows:
-        raise ConfigError(f"{root} holds no sweep runs (no */sweep_run.json); run the sweep first")
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    root = storage.absolute(root)
-    storage.write_text(storage.join(root, "summary.csv"), table.getvalue())
-
-    def cell(v):
-        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    storage.write_text(storage.join(root, "summary.md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    _plot(rows, root, metric, field)
-    return rows
-
-
-def _plot(rows: list[dict], root: str, metric: str, field: str | None) -> None:
-    """`metric` against `field`, one line per combination of the other swept fields."""
-    from infini_jax.eval import plots
-
-    fields = [c for c in rows[0] if c in _swept_fields(rows)]
-    field = field or (fields[0] if fields else None)
-    if field is None or field not in fields:
-        raise ConfigError(f"--field={field} is not a swept field; choose one of {fields}")
-    others = [f for f in fields if f != field]
-    series: dict[str, dict] = {}
-    for r in rows:
-        if r.get(metric) is None:
+def _evaluate(run: dict, commands: list[list[str]], tag: str) -> bool:
+    """Runs the run's evaluations that have no summary.json yet; False if one failed."""
+    ok = True
+    for (name, _), cmd in zip(run["evals"], commands, strict=True):
+        if storage.exists(storage.join(run["workdir"], name, "summary.json")):
             continue
-        label = ", ".join(f"{o.rsplit('.', 1)[-1]}={r[o]}" for o in others) or metric
-        series.setdefault(label, {})[r[field]] = r[metric]
-    xs = sorted({x for s in series.values() for x in s}, key=_sort_key)
-    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
-    log = numeric and min(xs) > 0 and max(xs) >= 10 * min(xs)
-    plots.curve(
-        xs if numeric else [str(x) for x in xs],
-        {label: [s.get(x, float("nan")) for x in xs] for label, s in series.items()},
-        storage.join(root, "summary.png"),
-        xlabel=field,
-        ylabel=metric,
-        title=storage.basename(root),
-        xscale="log" if log else "linear",
-    )
-
-
-def _swept_fields(rows: list[dict]) -> set[str]:
-    results = {"run", "step", "loss", "val_loss"}
-    return {
-        k
-        for r in rows
-        for k in r
-        if k not in results and "passkey" not in k and "_accuracy" not in k
-    }
-
-
-def _sort_key(x):
-    return (0, x, "") if isinstance(x, int | float) else (1, 0, str(x))
+        print(f"{tag} {run['name']}: evaluate {name}", flush=True)
+        if subprocess.call(cmd, cwd=ROOT_DIR) != 0:
+            print(f"{tag} {run['name']}: evaluation {name} failed", flush=True)
+            ok = False
+    return ok
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -280,19 +231,26 @@ def main(argv: list[str] | None = None) -> None:
 
     from infini_jax import cli
 
-    flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/<name>.py).")
+    flags.DEFINE_string("sweep", None, "Sweep file; summarize: only the runs it defines.")
     flags.DEFINE_string("workdir", None, "Root directory: one subdirectory per run.")
     flags.DEFINE_enum("launcher", "local", LAUNCHERS, "Where the runs go.")
     flags.DEFINE_bool("dry_run", False, "Print the commands instead of running/submitting.")
     flags.DEFINE_string("metric", "loss", "summarize: the metric to plot.")
     flags.DEFINE_string("field", None, "summarize: the swept field on the x axis.")
+    flags.DEFINE_string("group", "", "summarize: average runs differing only in this field.")
+    flags.DEFINE_string("columns", "", "summarize: comma-separated globs of columns to show.")
+    flags.DEFINE_string("curve", "", "summarize: plot columns PREFIX<x> against x instead.")
+    flags.DEFINE_string("output", "summary", "summarize: ROOT/<output>.csv, .md and .png.")
 
     def run(args):
         f = flags.FLAGS
         if args[1:2] == ["summarize"]:
             if len(args) != 3:
                 raise ConfigError("usage: python -m infini_jax.sweep summarize ROOT [--metric=]")
-            summarize(args[2], f.metric, f.field)
+            from infini_jax.sweep_summary import summarize
+
+            runs = {run_name(o) for o in expand(load_sweep(f.sweep))} if f.sweep else None
+            summarize(args[2], f.metric, f.field, f.group, f.columns, f.curve, f.output, runs)
             return 0
         if len(args) > 1:
             raise ConfigError(f"unknown command {args[1]!r}; the only command is 'summarize'")

@@ -171,6 +171,37 @@ def test_padding_mode_is_one_document_per_row(tok, tmp_path):
         assert np.all(b["mask"][np.arange(32)[None] < n[:, None]])  # a prefix, then padding
 
 
+def test_random_window_rows_are_windows_of_long_documents_drawn_anew_each_epoch(tok, tmp_path):
+    pattern, docs = prepared(tmp_path, tok, n_files=1, docs_per_file=8)
+    seq = 6
+
+    def rows(mode, epochs=2):
+        d = data_config(source=pattern, packing="padding", seq_len=seq, long_documents=mode)
+        d = dataclasses.replace(d, validation_fraction=0.5)
+        ds = pipeline.make_dataset(d, tokenizer_path=tok.path, seed=3, batch_size=1, epochs=epochs)
+        out = []
+        for b in all_batches(ds):
+            n = int(b["mask"].sum())  # the row's tokens plus its last target
+            out.append(np.concatenate([b["tokens"][0, :n], b["targets"][0, n - 1 : n]]))
+        return out
+
+    def offsets(row):  # every place the row occurs contiguously in a document
+        return [
+            s
+            for d in docs
+            for s in range(len(d) - len(row) + 1)
+            if np.array_equal(d[s : s + len(row)], row)
+        ]
+
+    assert all(0 in offsets(r) for r in rows("truncate"))  # every row a document's start
+    windows = rows("random_window")
+    assert all(offsets(r) for r in windows)  # every row a contiguous window of a document
+    assert any(0 not in offsets(r) for r in windows)  # and not only starts
+    assert all(np.array_equal(a, b) for a, b in zip(windows, rows("random_window"), strict=True))
+    half = len(windows) // 2  # the second epoch draws other windows of the same documents
+    assert sorted(map(tuple, windows[:half])) != sorted(map(tuple, windows[half:]))
+
+
 def test_iterator_resume_gives_identical_batches(tok, tmp_path):
     pattern, _ = prepared(tmp_path, tok)
     for source in (pattern, "synthetic"):

@@ -22,6 +22,10 @@ def get_sweep():
         "fixed": {fixed!r},
         "grid": {{"model.memory_update": ["linear", "delta"],
                   "optimizer.gate_learning_rate": [0.001, 0.01]}},
+        "evals": {{"pk": ("configs/eval/passkey.py",
+                          {{"lengths": (128,), "depths": (50,), "samples_per_cell": 2}},
+                          {{"model.memory_update": "delta",
+                            "optimizer.gate_learning_rate": 0.01}})}},
     }}
 """
 
@@ -68,6 +72,7 @@ def test_four_run_sweep_resumes_after_interruption_and_summarises(tmp_path):
     sweep, root = write_sweep(tmp_path), tmp_path / "root"
     printed = sweep_cli(f"--sweep={sweep}", f"--workdir={root}", "--launcher=print")
     assert printed.returncode == 0 and printed.stdout.count("infini_jax.train") == 4
+    assert printed.stdout.count("infini_jax.evaluate") == 1  # only the run its condition names
     assert not root.exists()  # printing launches nothing
 
     proc = sweep_cli(f"--sweep={sweep}", f"--workdir={root}", wait=False)
@@ -100,12 +105,71 @@ def test_four_run_sweep_resumes_after_interruption_and_summarises(tmp_path):
         assert max(steps) == 4
 
     done = sweep_cli(f"--sweep={sweep}", f"--workdir={root}")
-    assert done.stdout.count("finished, skipped") == 4
+    assert done.stdout.count("finished, skipped") == 4 and "evaluate" not in done.stdout
+    evaluated = [p.parent.parent.name for p in root.glob("*/pk/summary.json")]
+    assert evaluated == ["memory_update=delta,gate_learning_rate=0.01"]
 
     s = sweep_cli("summarize", str(root), "--field=optimizer.gate_learning_rate")
     assert s.returncode == 0, s.stderr[-2000:]
     rows = list(csv.DictReader(open(root / "summary.csv")))
     assert len(rows) == 4 and {r["model.memory_update"] for r in rows} == {"linear", "delta"}
     assert all(float(r["loss"]) > 0 and r["step"] == "4" for r in rows)
+    assert all(float(r["minutes"]) > 0 for r in rows)
+    scored = [r for r in rows if r["pk@128"]]
+    assert len(scored) == 1 and 0 <= float(scored[0]["pk"]) <= 1
     assert "| run |" in (root / "summary.md").read_text()
     assert (root / "summary.png").stat().st_size > 1000
+
+
+def _fake_run(root, name, overrides, loss, summaries):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "sweep_run.json").write_text(json.dumps({"overrides": overrides, "seconds": 60}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": loss}) + "\n")
+    for eval_name, summary in summaries.items():
+        (run / eval_name).mkdir()
+        (run / eval_name / "summary.json").write_text(json.dumps(summary))
+
+
+def _retrieval(by_back):  # {segments back: (accuracy, n)}
+    n = sum(k for _, k in by_back.values())
+    acc = sum(a * k for a, k in by_back.values()) / n
+    return {
+        "run": {"task": "passkey"},
+        "overall": {"accuracy": acc, "n": n},
+        "by_length": {"256": {"accuracy": acc}},
+        "beyond_first_segment": None,
+        "by_segments_back": {str(b): {"accuracy": a, "n": k} for b, (a, k) in by_back.items()},
+    }
+
+
+def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
+    from infini_jax.sweep_summary import summarize
+
+    root = tmp_path / "root"
+    pk = {0: (1.0, 4), 1: (0.5, 2), 3: (0.0, 2), 4: (0.25, 4), 20: (0.0, 4)}
+    _fake_run(root, "seed=0", {"seed": 0}, 2.0, {"pk": _retrieval(pk)})
+    _fake_run(root, "seed=1", {"seed": 1}, 3.0, {"pk": _retrieval({0: (0.5, 4)})})
+    _fake_run(root, "gate=sigmoid,seed=0", {"model.gate": "sigmoid", "seed": 0}, 5.0, {})
+    _fake_run(root, "other", {"model.gate": "x"}, 9.0, {})
+    rows = summarize(
+        str(root),
+        group_over="seed",
+        columns="loss,pk*",
+        curve="pk_back@",
+        runs={"seed=0", "seed=1", "gate=sigmoid,seed=0"},
+    )
+    by_run = {r["run"]: r for r in rows}
+    assert set(by_run) == {"seed~0", "gate=sigmoid,seed~0"}  # "other" is not in the sweep
+    base = by_run["seed~0"]
+    assert base["n"] == 2 and base["loss"] == 2.5 and base["loss_spread"] == 0.5
+    assert base["pk_back@0"] == 0.75  # seeds 1.0 and 0.5
+    raw = list(csv.DictReader(open(root / "summary.csv")))
+    seed0 = next(r for r in raw if r["run"] == "seed=0")
+    assert float(seed0["pk_back@1"]) == 0.25  # 1 and 3 back: (0.5·2 + 0·2) / 4
+    assert float(seed0["pk_back@4"]) == 0.25 and float(seed0["pk_back@16"]) == 0.0
+    text = (root / "summary.md").read_text()
+    assert "| 2.5 ± 0.5 |" in text and "minutes" not in text.splitlines()[0]
+    assert (root / "summary.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="--columns=nope matches no column"):
+        summarize(str(root), columns="nope")

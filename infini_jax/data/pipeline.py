@@ -127,6 +127,14 @@ def _documents(
     return grain.MapDataset.range(len(chosen)).map(lambda j: decode_record(source[chosen.index(j)]))
 
 
+def _window(doc: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random window of `length` tokens of `doc` (all of it if shorter)."""
+    if len(doc) <= length:
+        return doc
+    start = int(rng.integers(0, len(doc) - length + 1))
+    return doc[start : start + length]
+
+
 def _to_example(doc: np.ndarray, seq_len: int, packing: str) -> dict[str, np.ndarray]:
     doc = doc.astype(np.int32)
     inputs, targets = doc[:-1], doc[1:]
@@ -184,6 +192,9 @@ def make_dataset(
             ds = ds[process_index::process_count]
         if split == "train":
             ds = ds.shuffle(seed + 7919 * k).repeat(epochs)
+        windows = data.packing == "padding" and data.long_documents == "random_window"
+        if windows and spec != "synthetic":
+            ds = ds.random_map(lambda doc, rng: _window(doc, data.seq_len + 1, rng), seed=seed + k)
         ds = ds.map(lambda doc: _to_example(doc, data.seq_len, data.packing))
         parts.append(ds.to_iter_dataset())
     ds = parts[0] if len(parts) == 1 else grain.IterDataset.mix(parts, weights)

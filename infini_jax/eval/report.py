@@ -21,14 +21,15 @@ def gate_records(model_cfg: ModelConfig, params) -> list[dict]:
 
 
 def gate_summary(records: list[dict]) -> dict:
-    """Per layer mean g, and the share of heads leaning local (g < 0.1) or memory (g > 0.9)."""
+    """Per layer every head's g and their mean, and the share of heads leaning local (g < 0.1)
+    or memory (g > 0.9)."""
     gates = [r for r in records if r.get("kind") == "gate"]
     g = np.asarray([r["gate"] for r in gates])
     layers = sorted({r["layer"] for r in gates})
+    by_layer = [[r["gate"] for r in gates if r["layer"] == i] for i in layers]
     return {
-        "gate_mean_by_layer": [
-            float(np.mean([r["gate"] for r in gates if r["layer"] == i])) for i in layers
-        ],
+        "gate_by_layer": by_layer,
+        "gate_mean_by_layer": [float(np.mean(x)) for x in by_layer],
         "heads_local": float(np.mean(g < 0.1)),
         "heads_memory": float(np.mean(g > 0.9)),
         "heads_mixed": float(np.mean((g >= 0.1) & (g <= 0.9))),

