@@ -41,7 +41,8 @@ def test_kjv_books_merge_split_and_prepare(tmp_path):
     out = tmp_path / "kjv"
     r = subprocess.run(
         [sys.executable, "-m", "infini_jax.data.corpora", "kjv", f"--output={out}"]
-        + [f"--sdist={_kjv(tmp_path)}", "--min_words=100", "--heldout_every=2"],
+        + [f"--sdist={_kjv(tmp_path)}", "--min_words=100", "--heldout_every=2"]
+        + ["--vocab_size=400"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,11 +57,25 @@ def test_kjv_books_merge_split_and_prepare(tmp_path):
     assert train[0]["text"].count("\n") == 2  # 3 chapters, one per line
     assert train[0]["text"].split("\n")[0].startswith("genesis1v1 genesis1v1")
 
-    tok = tokenizer.train(
-        [d["text"] for d in train + held], 300, str(tmp_path / "tok.json"), False, kind="bpe"
-    )
-    manifest = prepare.prepare(str(out / "*.jsonl"), tok.path, str(tmp_path / "shards"), 1)
-    assert sum(s["documents"] for s in manifest["shards"]) == 3
+    # --vocab_size: one tokenizer for the books and the synthetic passkeys, the train books
+    # tokenized into shards.
+    tok = tokenizer.load(str(out / "tokenizer.model"))
+    assert tok.vocab_size == 400
+    passkey = "The pass key is 42. Remember it. 42 is the pass key."
+    assert tok.decode(tok.encode(train[1]["text"])) == train[1]["text"]
+    assert tok.decode(tok.encode(passkey)) == passkey
+    shards = sorted((out / "shards").glob("*.array_record"))
+    docs = [prepare.decode_record(r) for r in _records(shards)]
+    assert [list(d[:-1]) for d in docs] == [tok.encode(d["text"]) for d in train]
+
+
+def _records(paths):
+    from array_record.python import array_record_module
+
+    for path in paths:
+        reader = array_record_module.ArrayRecordReader(str(path))
+        yield from reader.read_all()
+        reader.close()
 
 
 def test_botchan_chapters_without_the_gutenberg_frame():
