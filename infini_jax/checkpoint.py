@@ -116,11 +116,15 @@ def _merge(defaults: dict, saved: dict) -> dict:
     return out
 
 
+# Model fields that change how a step is computed, not what it computes: free to change on resume.
+COMPUTE_ONLY = ("attention_impl", "remat_policy", "remat_layers", "layer_remat_policy")
+
+
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) -> None:
-    """The model must be the same (but for the kernel that computes it); says which fields
-    differ."""
+    """The model must be the same (but for how it is computed: the kernel and what is
+    rematerialised); says which fields differ."""
     current = config.model.to_dict()
-    fields = (set(saved["model"]) | set(current)) - {"attention_impl"}
+    fields = (set(saved["model"]) | set(current)) - set(COMPUTE_ONLY)
     differ = sorted(k for k in fields if saved["model"].get(k) != current.get(k))
     if differ:
         details = ", ".join(

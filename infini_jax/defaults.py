@@ -71,8 +71,12 @@ def base_config() -> ml_collections.ConfigDict:
     model.balance_init = 0.0  # Initial balance factor b of every head (0: g = 0.5).
     model.empty_memory = "gate"  # Empty memory: "gate" mixes A_mem = 0 (seed); "local" = A_dot.
     model.bptt_segments = 0  # 0 = full backprop through memory; k > 0 cuts it every k segments.
-    model.remat_policy = "nothing_saveable"  # jax.checkpoint policy of the segment step, or "none".
+    # What the backward pass keeps of the segment step's forward (the rest is recomputed):
+    # "none" (remat off), "nothing_saveable", "dots_saveable",
+    # "dots_with_no_batch_dims_saveable" or "attention_out" (each layer's attention output).
+    model.remat_policy = "nothing_saveable"
     model.remat_layers = False  # Also rematerialise each layer inside the segment step.
+    model.layer_remat_policy = "nothing_saveable"  # What remat_layers keeps per layer (as above).
     model.dtype = "float32"  # Compute dtype (float32 or bfloat16); params and memory stay float32.
 
     # The input pipeline (infini_jax/data/config.py checks these).

@@ -9,9 +9,10 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from infini_jax import ops
-from infini_jax.model_config import ModelConfig
+from infini_jax.model_config import REMAT_POLICIES, ModelConfig
 
 partitioned = nn.with_logical_partitioning
 
@@ -121,6 +122,7 @@ class Attention(nn.Module):
             out = ops.local_attention(
                 q, k, v, mask=mask, segment_ids=segment_ids, rope=c.rope, impl=self._kernel(q)
             )
+        out = checkpoint_name(out, "attention_out")  # what remat policy "attention_out" keeps
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
         return y, memory, cache
 
@@ -196,7 +198,10 @@ class Transformer(nn.Module):
             name="embed",
         )
         x = embed(tokens)
-        block = nn.remat(Block, prevent_cse=False) if c.remat_layers else Block
+        block = Block
+        if c.remat_layers:
+            policy = REMAT_POLICIES[c.layer_remat_policy]
+            block = nn.remat(Block, prevent_cse=False, policy=policy)
         stack = nn.scan(
             block,
             variable_axes={"params": 0},

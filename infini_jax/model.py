@@ -16,15 +16,10 @@ import jax.numpy as jnp
 
 from infini_jax import ops
 from infini_jax.layers import Transformer
-from infini_jax.model_config import ModelConfig
+from infini_jax.model_config import REMAT_POLICIES, ModelConfig
 
 Params = Any
 
-_POLICIES = {
-    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
 
 
 def init_params(model_cfg: ModelConfig, rng: jax.Array) -> Params:
@@ -168,7 +163,7 @@ def scan_segments(
         return mem, per_segment(logits, seg_extras, mem)
 
     if model_cfg.remat_policy != "none":
-        body = jax.checkpoint(body, policy=_POLICIES[model_cfg.remat_policy], prevent_cse=False)
+        body = jax.checkpoint(body, policy=REMAT_POLICIES[model_cfg.remat_policy], prevent_cse=False)
     split = {key: ops.split_segments(x, n) for key, x in extras.items()}
     xs = (jnp.arange(t // n), ops.split_segments(tokens, n), split)
     memory, outs = jax.lax.scan(body, memory, xs)

@@ -4,6 +4,7 @@ The fields, their defaults and their meaning are declared once, in `base_config(
 (`infini_jax/defaults.py`, and docs/config.md); their checks live here.
 """
 
+import jax
 import jax.numpy as jnp
 
 from infini_jax.defaults import base_config
@@ -19,7 +20,15 @@ from infini_jax.ops import (
 )
 
 ATTENTION_KINDS = ("full", "local", "infini")
-REMAT_POLICIES = ("none", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+# What a rematerialised function keeps from its forward pass (jax.checkpoint policies).
+# "attention_out": only each layer's attention output (named "attention_out" in layers.py).
+REMAT_POLICIES = {
+    "none": None,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "attention_out": jax.checkpoint_policies.save_only_these_names("attention_out"),
+}
 DTYPES = ("float32", "bfloat16")
 
 
@@ -93,7 +102,9 @@ class _ModelMethods(Section):
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")
         check_choice(self.empty_memory, EMPTY_MEMORY_MODES, "model.empty_memory")
-        check_choice(self.remat_policy, REMAT_POLICIES, "model.remat_policy")
+        check_choice(self.remat_policy, tuple(REMAT_POLICIES), "model.remat_policy")
+        policies = tuple(p for p in REMAT_POLICIES if p != "none")
+        check_choice(self.layer_remat_policy, policies, "model.layer_remat_policy")
         check_choice(self.dtype, DTYPES, "model.dtype")
         check_choice(self.rope_scaling, ROPE_SCALINGS, "model.rope_scaling")
         names = ("init_std", "norm_eps", "rope_theta", "rope_scaling_factor")

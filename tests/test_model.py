@@ -223,8 +223,14 @@ def test_remat_policies_give_identical_gradients():
     params = model.init_params(cfg, jax.random.key(14))
     tokens = tokens_for(cfg, seed=15)
     ref = _grads(dataclasses.replace(cfg, remat_policy="none"), params, tokens)
-    for policy, layers in (("nothing_saveable", True), ("dots_saveable", False)):
-        got = _grads(
-            dataclasses.replace(cfg, remat_policy=policy, remat_layers=layers), params, tokens
+    cases = (
+        ("nothing_saveable", True, "nothing_saveable"),
+        ("dots_saveable", False, "nothing_saveable"),
+        ("attention_out", True, "attention_out"),
+        ("nothing_saveable", True, "dots_saveable"),
+    )
+    for policy, layers, layer_policy in cases:
+        c = dataclasses.replace(
+            cfg, remat_policy=policy, remat_layers=layers, layer_remat_policy=layer_policy
         )
-        chex.assert_trees_all_close(got, ref, atol=1e-6, rtol=1e-5)
+        chex.assert_trees_all_close(_grads(c, params, tokens), ref, atol=1e-6, rtol=1e-5)
