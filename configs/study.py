@@ -32,13 +32,13 @@ PRESETS = {
 
 def get_config(arg=None):
     config = base_config()
-    config.total_steps = 2500
+    config.total_steps = 3000
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 1
     config.model.vocab_size = 1024
     config.data.batch_size = 16
     config.data.source = f"synthetic,{DATA}/shards/*.array_record"
-    config.data.weights = "3,1"  # 3 passkey documents for each KJV window
+    config.data.weights = "7,1"  # 7 passkey documents for each KJV window
     config.data.tokenizer = f"{DATA}/tokenizer.model"
     config.data.long_documents = "random_window"  # a new 256-token window of a book each time
     config.data.synthetic.key_digits = 2

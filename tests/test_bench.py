@@ -42,3 +42,31 @@ def test_targets_are_ratios_of_records_from_one_run():
     assert got["best train-step MFU vs measured matmul"] == (0.45, True)
     assert got["eval memory 1048576 / 8192 tokens"] == (1.3, False)
     assert got["compile 24 / 6 layers"] == (1.25, True)
+
+
+def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_fit():
+    import jax
+
+    from infini_jax.bench import remat
+    from infini_jax.config import load_config
+
+    config = load_config("configs/tiny.py")
+    config.data.seq_len, config.data.batch_size = 1024, 8  # activations dominate the peak
+    jax.config.update("jax_platforms", "cpu")
+    picked = [s for s in remat.settings([8]) if s["micro_batches"] in (1, 4)]
+    records = {
+        (r["remat_policy"], r["remat_layers"], r["micro_batches"]): r
+        for r in (remat.measure(config, s) for s in picked)
+    }
+    peak = {k: r["peak_bytes"] for k, r in records.items()}
+    assert peak[("none", False, 1)] > peak[("nothing_saveable", False, 1)]
+    assert peak[("none", False, 1)] > peak[("none", False, 4)]  # micro-batches hold less
+    # best: the cheapest policy that fits, then the largest batch, then fewest micro-batches.
+    rows = list(records.values())
+    for r in rows:
+        r["fits"] = {"h100": True, "v5e": r["remat_policy"] == "nothing_saveable", "v5p": False}
+    assert remat.best(rows, "h100")["remat_policy"] == "none"
+    assert remat.best(rows, "h100")["micro_batches"] == 1
+    got = remat.best(rows, "v5e")
+    assert (got["remat_policy"], got["remat_layers"]) == ("nothing_saveable", False)
+    assert remat.best(rows, "v5p") is None
