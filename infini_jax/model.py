@@ -21,7 +21,6 @@ from infini_jax.model_config import REMAT_POLICIES, ModelConfig
 Params = Any
 
 
-
 def init_params(model_cfg: ModelConfig, rng: jax.Array) -> Params:
     """float32 parameters from an explicit key (layer parameters stacked on axis 0)."""
     return nn.unbox(_init_boxed(model_cfg, rng))
@@ -163,7 +162,9 @@ def scan_segments(
         return mem, per_segment(logits, seg_extras, mem)
 
     if model_cfg.remat_policy != "none":
-        body = jax.checkpoint(body, policy=REMAT_POLICIES[model_cfg.remat_policy], prevent_cse=False)
+        body = jax.checkpoint(
+            body, policy=REMAT_POLICIES[model_cfg.remat_policy], prevent_cse=False
+        )
     split = {key: ops.split_segments(x, n) for key, x in extras.items()}
     xs = (jnp.arange(t // n), ops.split_segments(tokens, n), split)
     memory, outs = jax.lax.scan(body, memory, xs)
