@@ -53,20 +53,25 @@ def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_f
     config = load_config("configs/tiny.py")
     config.data.seq_len, config.data.batch_size = 1024, 8  # activations dominate the peak
     jax.config.update("jax_platforms", "cpu")
-    picked = [s for s in remat.settings([8]) if s["micro_batches"] in (1, 4)]
+    wanted = {("none", False, 1), ("nothing_saveable", False, 1)}
+    picked = [
+        s
+        for s in remat.settings([8])
+        if (s["remat_policy"], s["remat_layers"], s["micro_batches"]) in wanted
+    ]
     records = {
         (r["remat_policy"], r["remat_layers"], r["micro_batches"]): r
         for r in (remat.measure(config, s) for s in picked)
     }
     peak = {k: r["peak_bytes"] for k, r in records.items()}
-    assert peak[("none", False, 1)] > peak[("nothing_saveable", False, 1)]
-    assert peak[("none", False, 1)] > peak[("none", False, 4)]  # micro-batches hold less
+    assert peak[("none", False, 1)] > 1.5 * peak[("nothing_saveable", False, 1)]
     # best: the cheapest policy that fits, then the largest batch, then fewest micro-batches.
     rows = list(records.values())
+    rows.append(rows[0] | {"micro_batches": 4})  # the same policy with more micro-batches
     for r in rows:
         r["fits"] = {"h100": True, "v5e": r["remat_policy"] == "nothing_saveable", "v5p": False}
     assert remat.best(rows, "h100")["remat_policy"] == "none"
-    assert remat.best(rows, "h100")["micro_batches"] == 1
+    assert remat.best(rows, "h100")["micro_batches"] == 1  # the fewest micro-batches
     got = remat.best(rows, "v5e")
     assert (got["remat_policy"], got["remat_layers"]) == ("nothing_saveable", False)
     assert remat.best(rows, "v5p") is None
