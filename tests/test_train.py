@@ -167,6 +167,18 @@ def cli_error(*args, devices=2):
     return r.stderr
 
 
+def test_how_a_step_is_computed_may_change_on_resume_but_not_the_model():
+    config = load_config(config_path("tiny.py"))
+    saved = {"model": config.model.to_dict()}
+    del saved["model"]["layer_remat_policy"]  # a checkpoint written before the field existed
+    config.model.remat_policy, config.model.remat_layers = "dots_saveable", True
+    config.model.attention_impl = "xla"
+    checkpoint.check_compatible(saved, config, 5)  # no error
+    config.model.memory_update = "linear"
+    with pytest.raises(ConfigError, match="model.memory_update: checkpoint 'delta' vs config 'lin"):
+        checkpoint.check_compatible(saved, config, 5)
+
+
 def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
     workdir = str(tmp_path)
     launch(workdir, "--config.total_steps=1")
