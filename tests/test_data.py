@@ -204,8 +204,9 @@ def test_random_window_rows_are_windows_of_long_documents_drawn_anew_each_epoch(
 
 def test_iterator_resume_gives_identical_batches(tok, tmp_path):
     pattern, _ = prepared(tmp_path, tok)
-    for source in (pattern, "synthetic"):
-        d = data_config(source=source, seq_len=64)
+    windows = {"packing": "padding", "long_documents": "random_window", "seq_len": 8}
+    for over in ({"source": pattern}, {"source": "synthetic"}, {"source": pattern, **windows}):
+        d = data_config(**{"seq_len": 64, **over})
         ds = pipeline.make_dataset(d, tokenizer_path=tok.path, seed=3, batch_size=2)
         it = iter(ds)
         for stop in (1, 7):
