@@ -31,19 +31,23 @@ from infini_jax import storage
 from infini_jax.defaults import base_config
 from infini_jax.errors import ConfigError
 
-RESULTS = ("run", "step", "loss", "val_loss", "minutes", "n")
 
-
-def _last_metrics(workdir: str) -> dict:
+def _metrics(workdir: str) -> tuple[dict, list[tuple[int, float]]]:
+    """The run's last metrics (step, loss, last val_loss, skipped updates, largest gradient
+    norm logged) and its loss curve `[(step, loss)]`."""
     path = storage.join(workdir, "metrics.jsonl")
     if not storage.exists(path):
-        return {}
-    last, val = {}, None
+        return {}, []
+    last, val, grad, curve = {}, None, 0.0, []
     for line in storage.read_text(path).splitlines():
         if line.strip():
             last = json.loads(line)
             val = last.get("val_loss", val)
-    return {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
+            grad = max(grad, last.get("grad_norm") or 0.0)
+            if "loss" in last:
+                curve.append((last["step"], last["loss"]))
+    out = {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
+    return out | {"skipped": last.get("skipped"), "max_grad_norm": grad}, curve
 
 
 def _passkey_report(workdir: str) -> dict:
@@ -100,14 +104,16 @@ def flatten(name: str, summary: dict) -> dict:
     return out
 
 
-def collect(root: str) -> list[dict]:
-    """One row per run under `root`: its overrides, last metrics and evaluation columns."""
-    rows = []
+def collect(root: str) -> tuple[list[dict], dict[str, list]]:
+    """One row per run under `root` (its overrides, last metrics and evaluation columns), and
+    each run's loss curve by run name."""
+    rows, curves = [], {}
     root = storage.absolute(root)
     for meta in sorted(storage.glob(storage.join(root, "*", "sweep_run.json"))):
         info = json.loads(storage.read_text(meta))
         workdir = storage.dirname(meta)
-        row = {"run": storage.basename(workdir), **info["overrides"], **_last_metrics(workdir)}
+        last, curves[storage.basename(workdir)] = _metrics(workdir)
+        row = {"run": storage.basename(workdir), **info["overrides"], **last}
         if info.get("seconds"):
             row["minutes"] = round(info["seconds"] / 60, 1)
         row |= _passkey_report(workdir)
@@ -115,7 +121,7 @@ def collect(root: str) -> list[dict]:
             name = storage.basename(storage.dirname(summary))
             row |= flatten(name, json.loads(storage.read_text(summary)))
         rows.append(row)
-    return rows
+    return rows, curves
 
 
 def swept_fields(rows: list[dict]) -> list[str]:
@@ -196,9 +202,11 @@ def summarize(
     output: str = "summary",
     runs: set[str] | None = None,
 ) -> list[dict]:
-    """Writes ROOT/<output>.csv (every run, or those named in `runs`), <output>.md and
-    <output>.png; returns the rows shown (grouped over `group_over` when set)."""
-    rows = [r for r in collect(root) if runs is None or r["run"] in runs]
+    """Writes ROOT/<output>.csv (every run, or those named in `runs`), <output>.md,
+    <output>.png and <output>_loss.png (every run's loss curve); returns the rows shown
+    (grouped over `group_over` when set)."""
+    rows, curves = collect(root)
+    rows = [r for r in rows if runs is None or r["run"] in runs]
     if not rows:
         raise ConfigError(f"{root} holds no sweep runs (no */sweep_run.json); run the sweep first")
     root = storage.absolute(root)
@@ -214,7 +222,23 @@ def summarize(
         plot_curve(shown, curve, png, storage.basename(root))
     else:
         plot_metric(shown, metric, field, png, storage.basename(root))
+    plot_losses(rows, curves, storage.join(root, f"{output}_loss.png"), storage.basename(root))
     return shown
+
+
+def plot_losses(rows: list[dict], curves: dict[str, list], path: str, title: str) -> None:
+    """Every run's training loss against the step (a run whose metrics are missing is left
+    out)."""
+    from infini_jax.eval import plots
+
+    runs = [r["run"] for r in rows if curves.get(r["run"])]
+    steps = sorted({s for r in runs for s, _ in curves[r]})
+    if not steps:
+        return
+    series = {r: [dict(curves[r]).get(s, float("nan")) for s in steps] for r in runs}
+    plots.curve(
+        steps, series, path, xlabel="step", ylabel="training loss", title=title, marker=None
+    )
 
 
 def _label(row: dict, fields: list[str]) -> str:

@@ -171,5 +171,6 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
     text = (root / "summary.md").read_text()
     assert "| 2.5 ± 0.5 |" in text and "minutes" not in text.splitlines()[0]
     assert (root / "summary.png").stat().st_size > 1000
+    assert (root / "summary_loss.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="--columns=nope matches no column"):
         summarize(str(root), columns="nope")
