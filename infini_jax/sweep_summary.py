@@ -132,7 +132,8 @@ def swept_fields(rows: list[dict]) -> list[str]:
 
 
 def group(rows: list[dict], over: str) -> list[dict]:
-    """Rows differing only in `over` merged: numbers → mean, `COL_spread` = half the range."""
+    """Rows differing only in `over` merged: numbers → mean, `COL_spread` = half the range
+    (over the runs that have the column: `n` counts the group's runs)."""
     keys = [f for f in swept_fields(rows) if f != over]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -140,11 +141,12 @@ def group(rows: list[dict], over: str) -> list[dict]:
     out = []
     for members in groups.values():
         row = {k: members[0].get(k) for k in keys}
-        row["run"] = members[0]["run"].replace(f"{over}=", f"{over}~")
+        parts = [p for p in members[0]["run"].split(",") if not p.startswith(f"{over}=")]
+        row["run"] = ",".join(parts) or "base"  # the group: the run name without `over`
         row["n"] = len(members)
         for col in dict.fromkeys(c for m in members for c in m):
-            values = [m.get(col) for m in members]
-            if col in keys or col in ("run", over) or not _all_numbers(values):
+            values = [m[col] for m in members if m.get(col) is not None]  # runs still going
+            if col in keys or col in ("run", over) or not values or not _all_numbers(values):
                 continue
             row[col] = float(np.mean(values))
             row[f"{col}_spread"] = float(np.max(values) - np.min(values)) / 2

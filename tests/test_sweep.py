@@ -160,8 +160,8 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
         runs={"seed=0", "seed=1", "gate=sigmoid,seed=0"},
     )
     by_run = {r["run"]: r for r in rows}
-    assert set(by_run) == {"seed~0", "gate=sigmoid,seed~0"}  # "other" is not in the sweep
-    base = by_run["seed~0"]
+    assert set(by_run) == {"base", "gate=sigmoid"}  # "other" is not in the sweep
+    base = by_run["base"]
     assert base["n"] == 2 and base["loss"] == 2.5 and base["loss_spread"] == 0.5
     assert base["pk_back@0"] == 0.75  # seeds 1.0 and 0.5
     raw = list(csv.DictReader(open(root / "summary.csv")))
