@@ -9,8 +9,8 @@ its common runs).
 
 Columns a run's evaluations add (`sweep` runs them into `RUN/<eval name>/`, see sweep.py):
 - passkey / niah: `NAME` (exact match over all cells), `NAME@L` (at length L), `NAME_beyond`
-  (needle before the question's segment), `NAME_back@K` (needle K..4K-1 segments back: bins
-  0, 1-3, 4-15, 16-63, ...);
+  (needle before the question's segment), `NAME_back@K` (needle K..2K-1 segments back: bins
+  0, 1, 2-3, 4-7, 8-15, ...);
 - ppl_by_position: `NAME@L` (mean NLL, nats/token), `NAME_nomem@L` (memory reads ablated),
   `NAME_seg@I` (NLL of segment I at the longest length);
 - memory_stats: `NAME_g@I` / `NAME_gmin@I` / `NAME_gmax@I` (mean / lowest / highest g(b) of
@@ -65,12 +65,12 @@ def _passkey_report(workdir: str) -> dict:
 
 
 def _back_bins(by_back: dict) -> dict[int, float]:
-    """Accuracy by segments back, in bins [0], [1, 4), [4, 16), [16, 64), ... (keyed by the
+    """Accuracy by segments back, in bins [0], [1], [2, 4), [4, 8), [8, 16), ... (keyed by the
     bin's lowest value), weighted by samples."""
     bins: dict[int, list] = {}
     for back, s in by_back.items():
         b = int(back)
-        lo = 0 if b == 0 else 4 ** int(np.floor(np.log(b) / np.log(4)))
+        lo = 0 if b == 0 else 1 << (b.bit_length() - 1)
         bins.setdefault(lo, []).append((s["accuracy"], s["n"]))
     return {lo: sum(a * n for a, n in v) / sum(n for _, n in v) for lo, v in sorted(bins.items())}
 

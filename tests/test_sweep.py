@@ -166,7 +166,7 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
     assert base["pk_back@0"] == 0.75  # seeds 1.0 and 0.5
     raw = list(csv.DictReader(open(root / "summary.csv")))
     seed0 = next(r for r in raw if r["run"] == "seed=0")
-    assert float(seed0["pk_back@1"]) == 0.25  # 1 and 3 back: (0.5·2 + 0·2) / 4
+    assert float(seed0["pk_back@1"]) == 0.5 and float(seed0["pk_back@2"]) == 0.0  # 1; 2-3 back
     assert float(seed0["pk_back@4"]) == 0.25 and float(seed0["pk_back@16"]) == 0.0
     text = (root / "summary.md").read_text()
     assert "| 2.5 ± 0.5 |" in text and "minutes" not in text.splitlines()[0]
