@@ -147,6 +147,8 @@ def _evals(evals: dict, config, workdir: str) -> list[tuple[str, list[str]]]:
 
 def _get(config, dotted: str):
     for part in dotted.split("."):
+        if part not in config:
+            raise ConfigError(f"sweep evals condition {dotted}: the config has no such field")
         config = config[part]
     return config
 
