@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # The accelerator check of the performance issue, in a few minutes on one GPU (or TPU chip):
 # the 300M config at 8K tokens for full, local and infini attention, with the fused kernel that
-# `auto` picks and with the plain XLA path for comparison. Records tokens/s, MFU against the
-# bf16 matmul measured in the same run and against the datasheet, and compiled memory.
+# `auto` picks, with the plain XLA path for comparison, and with the remat / batch settings
+# that `python -m infini_jax.bench.remat` picks for one H100 from compiled memory (no
+# recomputed forward pass: remat_policy=none, batch 8 in 4 micro-batches; and dots_saveable at
+# batch 4). Records tokens/s, MFU against the bf16 matmul measured in the same run and against
+# the datasheet, and compiled memory.
 #
 #   launch/gpu_bench.sh OUT_DIR [extra flags for python -m infini_jax.bench]
 #
-# Writes OUT_DIR/auto/results.json and OUT_DIR/xla/results.json (docs/performance.md reads them).
+# Writes OUT_DIR/{auto,xla,none_b8_m4,dots_b4}/results.json (docs/performance.md reads them).
 set -euo pipefail
 out=${1:?usage: launch/gpu_bench.sh OUT_DIR [bench flags]}
 shift
-for impl in auto xla; do
+bench() {  # NAME ATTENTION_IMPL [--set=...]
+  local name=$1 impl=$2
+  shift 2
   python -m infini_jax.bench --config=configs/llama_300m_infini.py --attention_impl="$impl" \
     --lengths=8192 --full_lengths=8192 --memory_lengths=8192 --skip=compile,eval_memory,data \
-    --output="$out/$impl" "$@"
-done
+    --output="$out/$name" "$@"
+}
+bench auto auto "$@"
+bench xla xla "$@"
+bench none_b8_m4 auto --set=model.remat_policy=none,optimizer.micro_batches=4,data.batch_size=8 "$@"
+bench dots_b4 auto --set=model.remat_policy=dots_saveable "$@"

@@ -8,13 +8,27 @@ from infini_jax.bench.peak import matmul_peak
 def test_train_step_record_has_the_documented_fields():
     peak = matmul_peak(n=1024, repeats=3)  # a 256³ matmul underrates the peak: MFU > 1
     assert peak["bench"] == "peak" and peak["flops_per_s"] > 0
-    c = train_speed.bench_config("infini", 512, layers=1)
+    overrides = train_speed.point_overrides(
+        "xla", ["model.remat_policy=none", "optimizer.micro_batches=2"]
+    )
+    c = train_speed.config_for("bench", "infini", 512, layers=1, overrides=overrides)
     r = train_speed.measure(c, peak["flops_per_s"], steps=1)
+    assert (r["kernel"], r["remat_policy"], r["micro_batches"]) == ("xla", "none", 2)
     for key in ("bench", "attention", "seq_len", "tokens_per_s", "mfu", "memory_bytes"):
         assert key in r
     assert (r["attention"], r["seq_len"], r["layers"]) == ("infini", 512, 1)
     assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1.5 and r["memory_bytes"] > 0
     assert r["compile_s"] > 0
+
+
+def test_bench_set_flag_needs_field_equals_value():
+    import pytest
+
+    from infini_jax.errors import ConfigError
+
+    assert train_speed.point_overrides("auto", ["data.batch_size=8"])["data.batch_size"] == 8
+    with pytest.raises(ConfigError, match="--set=model.remat_policy: write FIELD=VALUE"):
+        train_speed.point_overrides("auto", ["model.remat_policy"])
 
 
 def test_targets_are_ratios_of_records_from_one_run():

@@ -36,12 +36,12 @@ FULL = dict(
 )
 
 
-def memory_records(lengths: list[int], spec: str, impl: str = "auto") -> list[dict]:
+def memory_records(lengths: list[int], spec: str, overrides=None) -> list[dict]:
     """Compiled memory (XLA memory analysis) of the train step, compiled but not run."""
     out = []
     for seq in lengths:
         for kind in ("full", "local", "infini"):
-            config = train_speed.config_for(spec, kind, seq, impl=impl)
+            config = train_speed.config_for(spec, kind, seq, overrides=overrides)
             *_, compile_s, memory = train_speed.compile_step(config)
             r = {"bench": "memory", "attention": kind, "seq_len": seq, "memory_bytes": memory}
             r.update(compile_s=compile_s, layers=config.model.num_layers)
@@ -50,13 +50,11 @@ def memory_records(lengths: list[int], spec: str, impl: str = "auto") -> list[di
     return out
 
 
-def compile_records(
-    layers: list[int], spec: str, seq: int = 2048, impl: str = "auto"
-) -> list[dict]:
+def compile_records(layers: list[int], spec: str, seq: int = 2048, overrides=None) -> list[dict]:
     """Compile time of the infini train step against the number of layers."""
     out = []
     for n in layers:
-        config = train_speed.config_for(spec, "infini", seq, n, impl=impl)
+        config = train_speed.config_for(spec, "infini", seq, n, overrides=overrides)
         *_, compile_s, _ = train_speed.compile_step(config)
         print(f"compile infini {n:>3} layers: {compile_s:.1f} s", flush=True)
         out.append(
@@ -155,7 +153,7 @@ def targets(records: list[dict]) -> list[dict]:
 GRID_FLAGS = ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths")
 
 
-def run_all(grid: dict, config: str, skip: set[str], output: str, impl: str = "auto") -> list[dict]:
+def run_all(grid: dict, config: str, skip: set[str], output: str, overrides=None) -> list[dict]:
     """Every benchmark of `grid` not in `skip`; writes output/results.json; returns the records."""
     peak = matmul_peak()
     print(f"peak: {peak['device']} {peak['dtype']} matmul {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s")
@@ -164,12 +162,17 @@ def run_all(grid: dict, config: str, skip: set[str], output: str, impl: str = "a
         for seq in grid["lengths"]:
             kinds = ["full"] if seq in grid["full_lengths"] else []
             records += train_speed.run(
-                kinds + ["local", "infini"], [seq], peak["flops_per_s"], config, grid["steps"], impl
+                kinds + ["local", "infini"],
+                [seq],
+                peak["flops_per_s"],
+                config,
+                grid["steps"],
+                overrides,
             )
     if "memory" not in skip:
-        records += memory_records(grid["memory_lengths"], config, impl)
+        records += memory_records(grid["memory_lengths"], config, overrides)
     if "compile" not in skip:
-        records += compile_records(grid["layers"], config, impl=impl)
+        records += compile_records(grid["layers"], config, overrides=overrides)
     if "eval_memory" not in skip:
         records += eval_memory.measure(grid["eval_lengths"])
     if "data" not in skip:
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("output", None, "Directory for results.json.")
     flags.DEFINE_string("config", "bench", "'bench' model or a config file.")
     flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
+    flags.DEFINE_list("set", [], "Dotted overrides of every point, e.g. model.remat_policy=none.")
     flags.DEFINE_list("skip", [], "Benchmarks to skip: train_step,memory,compile,eval_memory,data.")
     for name in GRID_FLAGS:
         flags.DEFINE_list(name, [], "Overrides the grid's list (comma-separated integers).")
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in GRID_FLAGS:
             if f[name].value:
                 grid[name] = [int(x) for x in f[name].value]
-        run_all(grid, f.config, set(f.skip), f.output, f.attention_impl)
+        overrides = train_speed.point_overrides(f.attention_impl, f.set)
+        run_all(grid, f.config, set(f.skip), f.output, overrides)
 
     cli.run(run, argv)
 

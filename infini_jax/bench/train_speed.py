@@ -11,6 +11,7 @@ the device is known, over the datasheet peak. A point whose compiled memory woul
 this machine's memory is recorded as skipped, not run.
 """
 
+import ast
 import os
 import time
 
@@ -20,7 +21,8 @@ import numpy as np
 from infini_jax import ops, sharding
 from infini_jax.accelerators import datasheet_flops
 from infini_jax.bench import write_records
-from infini_jax.config import REPO, load_config, load_preset, validate
+from infini_jax.config import REPO, load_config, load_preset, override, validate
+from infini_jax.errors import ConfigError
 from infini_jax.flops import flops_per_token
 from infini_jax.train_step import compiled_peak_bytes, init_state, make_training
 
@@ -46,15 +48,14 @@ def file_config(path: str, attention: str, seq_len: int, layers: int | None = No
     return config
 
 
-def config_for(spec: str, attention: str, seq_len: int, layers=None, impl: str = "auto"):
-    """The `spec` model ("bench" or a config file) with `attention` at `seq_len`, its attention
-    kernel `impl` (`model.attention_impl`)."""
+def config_for(spec: str, attention: str, seq_len: int, layers=None, overrides: dict | None = None):
+    """The `spec` model ("bench" or a config file) with `attention` at `seq_len`, then the
+    dotted `overrides` (e.g. {"model.attention_impl": "xla", "model.remat_policy": "none"})."""
     if spec == "bench":
         config = bench_config(attention, seq_len, layers or 4)
     else:
         config = file_config(spec, attention, seq_len, layers)
-    config.model.attention_impl = impl
-    return config
+    return override(config, overrides or {}, "bench override")
 
 
 def compile_step(config):
@@ -102,6 +103,9 @@ def measure(config, peak: float, steps: int = 3) -> dict:
         "layers": model_cfg.num_layers,
         "dtype": model_cfg.dtype,
         "kernel": ops.kernels.resolve(model_cfg.attention_impl, model_cfg.window_len(seq))[0],
+        "remat_policy": model_cfg.remat_policy,
+        "remat_layers": model_cfg.remat_layers,
+        "micro_batches": config.optimizer.micro_batches,
         "memory_bytes": memory,
         "compile_s": compile_s,
         "flops_per_token": flops_per_token(model_cfg, seq),
@@ -129,13 +133,13 @@ def measure(config, peak: float, steps: int = 3) -> dict:
 
 
 def run(
-    kinds, lengths, peak: float, spec: str = "bench", steps: int = 3, impl: str = "auto"
+    kinds, lengths, peak: float, spec: str = "bench", steps: int = 3, overrides=None
 ) -> list[dict]:
     """One record per (length, kind) of the `spec` model: "bench" or a config file."""
     records = []
     for seq in lengths:
         for kind in kinds:
-            config = config_for(spec, kind, seq, impl=impl)
+            config = config_for(spec, kind, seq, overrides=overrides)
             try:
                 r = measure(config, peak, steps)
             except Exception as e:  # one failing point (e.g. out of memory) does not end the run
@@ -149,6 +153,21 @@ def run(
             records.append(r)
             print(format_record(r), flush=True)
     return records
+
+
+def point_overrides(attention_impl: str, assignments: list[str]) -> dict:
+    """`--attention_impl` and `--set=field=value,...` as one dict of dotted overrides (values
+    parsed as Python literals where they are one, else kept as strings)."""
+    out = {"model.attention_impl": attention_impl}
+    for a in assignments:
+        key, sep, text = a.partition("=")
+        if not sep:
+            raise ConfigError(f"--set={a}: write FIELD=VALUE, e.g. model.remat_policy=none")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
 
 
 def format_record(r: dict) -> str:
@@ -171,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_list("lengths", ["2048", "4096", "8192", "16384", "32768"], "Sequence lengths.")
     flags.DEFINE_string("config", "bench", "'bench' or a config file.")
     flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
+    flags.DEFINE_list("set", [], "Dotted overrides of every point, e.g. model.remat_policy=none.")
     flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).")
     flags.DEFINE_string("output", "", "Directory for train_step.json ('' = none).")
 
@@ -180,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
         lengths = [int(x) for x in f.lengths]
         records = [peak]
-        records += run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps, f.attention_impl)
+        overrides = point_overrides(f.attention_impl, f.set)
+        records += run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps, overrides)
         if f.output:
             write_records(f.output, "train_step.json", records)
 
