@@ -8,9 +8,10 @@ over seeds, written as summary.csv / summary.md and plotted.
 its common runs).
 
 Columns a run's evaluations add (`sweep` runs them into `RUN/<eval name>/`, see sweep.py):
-- passkey / niah: `NAME` (exact match over all cells), `NAME@L` (at length L), `NAME_beyond`
-  (needle before the question's segment), `NAME_back@K` (needle K..2K-1 segments back: bins
-  0, 1, 2-3, 4-7, 8-15, ...);
+- passkey / niah: `NAME` (exact match over all cells), `NAME@L` (at length L), `NAME_d0@L`
+  (depth 0%, the needle furthest back, at length L), `NAME_beyond` and `NAME_beyond@L` (needle
+  before the question's segment: overall, at length L), `NAME_back@K` (needle K..2K-1
+  segments back: bins 0, 1, 2-3, 4-7, 8-15, ...);
 - ppl_by_position: `NAME@L` (mean NLL, nats/token), `NAME_nomem@L` (memory reads ablated),
   `NAME_seg@I` (NLL of segment I at the longest length);
 - memory_stats: `NAME_g@I` / `NAME_gmin@I` / `NAME_gmax@I` (mean / lowest / highest g(b) of
@@ -75,8 +76,9 @@ def _back_bins(by_back: dict) -> dict[int, float]:
     return {lo: sum(a * n for a, n in v) / sum(n for _, n in v) for lo, v in sorted(bins.items())}
 
 
-def flatten(name: str, summary: dict) -> dict:
-    """One evaluation's summary.json as flat columns (see the module docstring)."""
+def flatten(name: str, summary: dict, records: list[dict] | None = None) -> dict:
+    """One evaluation's summary.json (and results.jsonl `records`) as flat columns (see the
+    module docstring)."""
     task = (summary.get("run") or {}).get("task")
     out: dict = {}
     if task in ("passkey", "niah"):
@@ -84,6 +86,15 @@ def flatten(name: str, summary: dict) -> dict:
         out |= {f"{name}@{n}": s["accuracy"] for n, s in summary["by_length"].items()}
         beyond = summary.get("beyond_first_segment")
         out[f"{name}_beyond"] = beyond["accuracy"] if beyond else None
+        for n in summary["by_length"]:
+            cell = summary.get("by_depth_length", {}).get(f"0,{n}")
+            if cell:
+                out[f"{name}_d0@{n}"] = cell["accuracy"]  # the seed's headline cell: depth 0
+            far = [
+                r["correct"] for r in records or () if r["length"] == int(n) and r["segments_back"]
+            ]
+            if far:  # needles before the question's segment, at this length
+                out[f"{name}_beyond@{n}"] = float(np.mean(far))
         bins = _back_bins(summary["by_segments_back"])
         out |= {f"{name}_back@{lo}": a for lo, a in bins.items()}
     elif task == "ppl_by_position":
@@ -119,7 +130,12 @@ def collect(root: str) -> tuple[list[dict], dict[str, list]]:
         row |= _passkey_report(workdir)
         for summary in sorted(storage.glob(storage.join(workdir, "*", "summary.json"))):
             name = storage.basename(storage.dirname(summary))
-            row |= flatten(name, json.loads(storage.read_text(summary)))
+            results = storage.join(storage.dirname(summary), "results.jsonl")
+            records = None
+            if storage.exists(results):
+                lines = storage.read_text(results).splitlines()
+                records = [json.loads(x) for x in lines if '"segments_back"' in x]
+            row |= flatten(name, json.loads(storage.read_text(summary)), records)
         rows.append(row)
     return rows, curves
 
@@ -140,9 +156,9 @@ def group(rows: list[dict], over: str) -> list[dict]:
         groups.setdefault(tuple(repr(r.get(k)) for k in keys), []).append(r)
     out = []
     for members in groups.values():
-        row = {k: members[0].get(k) for k in keys}
         parts = [p for p in members[0]["run"].split(",") if not p.startswith(f"{over}=")]
-        row["run"] = ",".join(parts) or "base"  # the group: the run name without `over`
+        row = {"run": ",".join(parts) or "base"}  # the group: the run name without `over`
+        row |= {k: members[0].get(k) for k in keys}
         row["n"] = len(members)
         for col in dict.fromkeys(c for m in members for c in m):
             values = [m[col] for m in members if m.get(col) is not None]  # runs still going

@@ -126,21 +126,30 @@ def _fake_run(root, name, overrides, loss, summaries):
     run.mkdir(parents=True)
     (run / "sweep_run.json").write_text(json.dumps({"overrides": overrides, "seconds": 60}))
     (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": loss}) + "\n")
-    for eval_name, summary in summaries.items():
+    for eval_name, (summary, records) in summaries.items():
         (run / eval_name).mkdir()
         (run / eval_name / "summary.json").write_text(json.dumps(summary))
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        (run / eval_name / "results.jsonl").write_text(lines)
 
 
-def _retrieval(by_back):  # {segments back: (accuracy, n)}
+def _retrieval(by_back):  # {segments back: (accuracy, n)}, all at 256 tokens
     n = sum(k for _, k in by_back.values())
     acc = sum(a * k for a, k in by_back.values()) / n
-    return {
+    summary = {
         "run": {"task": "passkey"},
         "overall": {"accuracy": acc, "n": n},
         "by_length": {"256": {"accuracy": acc}},
+        "by_depth_length": {"0,256": {"accuracy": 0.125}},
         "beyond_first_segment": None,
         "by_segments_back": {str(b): {"accuracy": a, "n": k} for b, (a, k) in by_back.items()},
     }
+    records = [
+        {"length": 256, "segments_back": b, "correct": i < a * k}
+        for b, (a, k) in by_back.items()
+        for i in range(k)
+    ]
+    return summary, records
 
 
 def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
@@ -168,6 +177,8 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
     seed0 = next(r for r in raw if r["run"] == "seed=0")
     assert float(seed0["pk_back@1"]) == 0.5 and float(seed0["pk_back@2"]) == 0.0  # 1; 2-3 back
     assert float(seed0["pk_back@4"]) == 0.25 and float(seed0["pk_back@16"]) == 0.0
+    assert float(seed0["pk_d0@256"]) == 0.125
+    assert float(seed0["pk_beyond@256"]) == 2 / 12  # 1 of 2 at 1 back, 1 of 4 at 4 back
     text = (root / "summary.md").read_text()
     assert "| 2.5 ± 0.5 |" in text and "minutes" not in text.splitlines()[0]
     assert (root / "summary.png").stat().st_size > 1000
