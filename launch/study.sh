@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The CPU study of docs/study.md, end to end: the data, the sweeps, every table and plot.
+#
+#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (default: a c)
+#
+# Re-running skips what is done (finished runs and evaluations). The tables and plots land in
+# ROOT/table_*.{md,csv,png} and are copied to docs/results/study/. --dry-run prints the
+# training and evaluation commands instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+launcher=local
+if [ "${1:-}" = --dry-run ]; then
+  launcher=print
+  shift
+fi
+root=${1:-/tmp/study}
+shift || true
+tables=${*:-a c}
+data=~/.cache/infini_jax/study/kjv
+if [ $launcher = print ]; then
+  echo "python -m infini_jax.data.corpora kjv --output=$data --vocab_size=1024"
+elif [ ! -f "$data/shards/manifest.json" ]; then
+  python -m infini_jax.data.corpora kjv --output="$data" --vocab_size=1024
+fi
+for t in $tables; do
+  python -m infini_jax.sweep --sweep="configs/sweeps/study_$t.py" --workdir="$root" \
+    --launcher=$launcher
+done
+[ $launcher = local ] || exit 0
+summarize() {  # TABLE OUTPUT [summarize flags]
+  local t=$1 out=$2
+  shift 2
+  python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
+    --output="$out" "$@" >/dev/null
+}
+for t in $tables; do
+  case $t in
+    a)
+      summarize a table_a --group=seed --curve=passkey_beyond@ \
+        --columns='passkey@*,passkey_beyond@*,passkey_d0@4096,passkey_ablated_beyond,minutes'
+      summarize a table_a_kjv --group=seed --curve=kjv_seg@ \
+        --columns='kjv@*,kjv_nomem@*,kjv_seg@0,kjv_seg@3,kjv_seg@15,kjv_seg@63'
+      summarize a table_a_stability --columns='loss,skipped,max_grad_norm,minutes'
+      summarize a table_d --group=seed --curve=passkey_back@ \
+        --columns='passkey_back@*,passkey4k_back@*'
+      summarize a table_d_memory --group=seed --curve=memory_norm@ \
+        --columns='memory_norm@0,memory_norm@3,memory_norm@15,memory_norm@63,memory_g*'
+      ;;
+    b)
+      summarize b table_b --group=seed --field=model.balance_init --metric=passkey_beyond \
+        --columns='passkey_beyond,passkey@*,memory_g*,kjv@4096,minutes'
+      ;;
+    c)
+      summarize c table_c --group=seed --curve=passkey_beyond@ \
+        --columns='passkey_beyond@*,passkey_beyond,kjv@*,memory_norm@63,loss,minutes'
+      ;;
+    e)
+      summarize e table_e --group=seed --curve=passkey_beyond@ \
+        --columns='passkey_beyond@*,passkey_beyond,kjv@*,loss,minutes'
+      ;;
+  esac
+done
+mkdir -p docs/results/study
+cp "$root"/table_*.md "$root"/table_*.csv "$root"/table_*.png docs/results/study/
+echo "tables in docs/results/study/"
