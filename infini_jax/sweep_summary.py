@@ -137,7 +137,27 @@ def collect(root: str) -> tuple[list[dict], dict[str, list]]:
                 records = [json.loads(x) for x in lines if '"segments_back"' in x]
             row |= flatten(name, json.loads(storage.read_text(summary)), records)
         rows.append(row)
+    _fill_fields(rows, root)
     return rows, curves
+
+
+def _fill_fields(rows: list[dict], root: str) -> None:
+    """A run that does not override a field another run sweeps gets the value its saved
+    config.json has (e.g. the baseline's model.attention = "infini"), placed with the fields."""
+    fields = [f for f in swept_fields(rows) if any(f not in r for r in rows)]
+    for i, r in enumerate(rows):
+        missing = [f for f in fields if f not in r]
+        path = storage.join(root, r["run"], "config.json")
+        if not missing or not storage.exists(path):
+            continue
+        config = json.loads(storage.read_text(path))
+        for f in missing:
+            value = config
+            for part in f.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            r[f] = value
+        head = {k: r[k] for k in ("run", *fields) if k in r}
+        rows[i] = head | {k: v for k, v in r.items() if k not in head}
 
 
 def swept_fields(rows: list[dict]) -> list[str]:
