@@ -256,11 +256,14 @@ def summarize(
     storage.write_text(storage.join(root, f"{output}.md"), text)
     print(text, end="")
     png = storage.join(root, f"{output}.png")
+    title = f"{storage.basename(root)}: {output}" + (
+        f" (mean of {group_over}s)" if group_over else ""
+    )
     if curve:
-        plot_curve(shown, curve, png, storage.basename(root))
+        plot_curve(shown, curve, png, title)
     else:
-        plot_metric(shown, metric, field, png, storage.basename(root))
-    plot_losses(rows, curves, storage.join(root, f"{output}_loss.png"), storage.basename(root))
+        plot_metric(shown, metric, field, png, title)
+    plot_losses(rows, curves, storage.join(root, f"{output}_loss.png"), title)
     return shown
 
 

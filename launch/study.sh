@@ -37,7 +37,7 @@ for t in $tables; do
   case $t in
     a)
       summarize a table_a --group=seed --curve=passkey_beyond@ \
-        --columns='passkey@*,passkey_beyond@*,passkey_d0@4096,passkey_ablated_beyond,minutes'
+        --columns='passkey@*,passkey_beyond@*,passkey_d0@*,passkey_ablated_beyond,minutes'
       summarize a table_a_kjv --group=seed --curve=kjv_seg@ \
         --columns='kjv@*,kjv_nomem@*,kjv_seg@0,kjv_seg@3,kjv_seg@15,kjv_seg@63'
       summarize a table_a_stability --columns='loss,skipped,max_grad_norm,minutes'
