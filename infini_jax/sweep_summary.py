@@ -106,9 +106,11 @@ def flatten(name: str, summary: dict, records: list[dict] | None = None) -> dict
         longest = by_length[max(by_length, key=int)]
         out |= {f"{name}_seg@{i}": v for i, v in enumerate(longest["nll_memory_by_segment"])}
     elif task == "memory_stats":
-        for i, g in enumerate(summary["gate_by_layer"]):
-            out |= {f"{name}_g@{i}": float(np.mean(g)), f"{name}_gmin@{i}": min(g)}
-            out[f"{name}_gmax@{i}"] = max(g)
+        # gate_by_layer (every head) is newer than gate_mean_by_layer: older outputs lack it
+        for i, g in enumerate(summary.get("gate_by_layer") or []):
+            out |= {f"{name}_gmin@{i}": min(g), f"{name}_gmax@{i}": max(g)}
+        for i, g in enumerate(summary["gate_mean_by_layer"]):
+            out[f"{name}_g@{i}"] = g
         by_length = summary["by_length"]
         norms = np.asarray(by_length[max(by_length, key=int)]["memory_norm"]).mean(1)
         out |= {f"{name}_norm@{s}": float(v) for s, v in enumerate(norms)}
