@@ -17,7 +17,7 @@ Presets: "" (infini), "local", "full" (the baselines: same parameters, data and 
 
 import os
 
-from infini_jax.config import base_config, preset
+from infini_jax.config import load_preset, preset
 
 # Where `corpora kjv --vocab_size=1024` wrote the data; override data.source / data.tokenizer
 # to read it elsewhere.
@@ -31,21 +31,13 @@ PRESETS = {
 
 
 def get_config(arg=None):
-    config = base_config()
+    config = load_preset("tiny")  # the tiny default's model, batch, passkeys and optimizer
     config.total_steps = 3000
-    config.checkpoint_every_steps = 500
     config.keep_checkpoints = 1
     config.model.vocab_size = 1024
-    config.data.batch_size = 16
     config.data.source = f"synthetic,{DATA}/shards/*.array_record"
     config.data.weights = "7,1"  # 7 passkey documents for each KJV window
     config.data.tokenizer = f"{DATA}/tokenizer.model"
     config.data.long_documents = "random_window"  # a new 256-token window of a book each time
-    config.data.synthetic.key_digits = 2
-    config.data.synthetic.passkey_weight = 1.0
-    config.data.synthetic.kv_recall_weight = 0.0
     config.report.passkey_multiples = ()  # the sweeps evaluate (configs/sweeps/study_*.py)
-    config.optimizer.learning_rate = 1e-2  # the tiny default's recipe
-    config.optimizer.end_learning_rate = 1e-3
-    config.optimizer.warmup_steps = 100
     return preset(config, arg, PRESETS, "study.py")
