@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     model.attention_impl = "auto"
     model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).
     model.gate = "hard_sigmoid"  # g(b): "sigmoid" or "hard_sigmoid" = clip(0.2·b + 0.5, 0, 1).
-    model.balance_init = 0.0  # Initial balance factor b of every head (0: g = 0.5).
+    model.balance_init = 0.0  # Initial balance factor b per head (g = 0.5); hard_sigmoid: |b| < 2.5
     model.empty_memory = "gate"  # Empty memory: "gate" mixes A_mem = 0 (seed); "local" = A_dot.
     model.bptt_segments = 0  # 0 = full backprop through memory; k > 0 cuts it every k segments.
     # What the backward pass keeps of the segment step's forward (the rest is recomputed):

@@ -101,6 +101,12 @@ class _ModelMethods(Section):
             )
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")
+        check(  # hard_sigmoid(b) = clip(0.2·b + 0.5, 0, 1) is flat past |b| = 2.5: b never moves
+            self.gate != "hard_sigmoid" or abs(self.balance_init) < 2.5,
+            f"config.model.balance_init={self.balance_init!r} is where the hard-sigmoid gate is "
+            "clipped (|b| >= 2.5): its gradient is 0 and the gate would never learn; use "
+            "|b| < 2.5 or model.gate='sigmoid'",
+        )
         check_choice(self.empty_memory, EMPTY_MEMORY_MODES, "model.empty_memory")
         check_choice(self.remat_policy, tuple(REMAT_POLICIES), "model.remat_policy")
         policies = tuple(p for p in REMAT_POLICIES if p != "none")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU study of docs/study.md, end to end: the data, the sweeps, every table and plot.
 #
-#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (default: a c)
+#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (= b_init b_lr b_form) (default: a c)
 #
 # Re-running skips what is done (finished runs and evaluations). The tables and plots land in
 # ROOT/table_*.{md,csv,png} and are copied to docs/results/study/. --dry-run prints the
@@ -15,14 +15,17 @@ if [ "${1:-}" = --dry-run ]; then
 fi
 root=${1:-/tmp/study}
 shift || true
-tables=${*:-a c}
+tables=()
+for t in ${*:-a c}; do  # b is its three parts
+  if [ "$t" = b ]; then tables+=(b_init b_lr b_form); else tables+=("$t"); fi
+done
 data=~/.cache/infini_jax/study/kjv
 if [ $launcher = print ]; then
   echo "python -m infini_jax.data.corpora kjv --output=$data --vocab_size=1024"
 elif [ ! -f "$data/shards/manifest.json" ]; then
   python -m infini_jax.data.corpora kjv --output="$data" --vocab_size=1024
 fi
-for t in $tables; do
+for t in "${tables[@]}"; do
   python -m infini_jax.sweep --sweep="configs/sweeps/study_$t.py" --workdir="$root" \
     --launcher=$launcher
 done
@@ -33,7 +36,7 @@ summarize() {  # TABLE OUTPUT [summarize flags]
   python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
     --output="$out" "$@" >/dev/null
 }
-for t in $tables; do
+for t in "${tables[@]}"; do
   case $t in
     a)
       summarize a table_a --group=seed --curve=passkey_beyond@ \
@@ -46,9 +49,9 @@ for t in $tables; do
       summarize a table_d_memory --group=seed --curve=memory_norm@ \
         --columns='memory_norm@0,memory_norm@3,memory_norm@15,memory_norm@63,memory_g*'
       ;;
-    b)
-      summarize b table_b --group=seed --field=model.balance_init --metric=passkey_beyond \
-        --columns='passkey_beyond,passkey@*,memory_g*,kjv@4096,minutes'
+    b_*)
+      summarize "$t" "table_$t" --group=seed --curve=passkey_beyond@ \
+        --columns='passkey_beyond@*,passkey_beyond,memory_g*,kjv@4096,loss,minutes'
       ;;
     c)
       summarize c table_c --group=seed --curve=passkey_beyond@ \

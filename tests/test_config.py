@@ -40,6 +40,7 @@ BAD = [
     ("data.seq_len", 250, r"config.data.seq_len=250 is not a multiple of .*segment_len=64"),
     ("model.attention", "sparse", r"config.model.attention='sparse' is not one of"),
     ("model.gate", "tanh", r"config.model.gate='tanh' is not one of"),
+    ("model.balance_init", 3.0, r"config.model.balance_init=3.0 is where the hard-sigmoid"),
     ("model.memory_update", "hebb", r"config.model.memory_update='hebb' is not one of"),
     ("model.empty_memory", "zero", r"config.model.empty_memory='zero' is not one of"),
     ("model.remat_policy", "all", r"config.model.remat_policy='all' is not one of"),

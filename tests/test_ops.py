@@ -176,6 +176,20 @@ def test_gate_all_local_equals_local_attention():
         np.testing.assert_allclose(out[:, sl], local, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("b,moves", [(-3.0, False), (3.0, False), (-2.0, True), (2.0, True)])
+def test_hard_sigmoid_gate_past_its_clip_gets_no_gradient(b, moves):
+    # Why config validation refuses |model.balance_init| >= 2.5 with the hard-sigmoid gate.
+    q, k, v, _ = make_inputs(13, t=12)
+    balance = np.full((4,), b, np.float32)
+
+    def loss(balance):
+        out, _ = ops.infini_attention(q, k, v, balance, segment_len=4, gate="hard_sigmoid")
+        return jnp.sum(out**2)
+
+    grad = np.asarray(jax.grad(loss)(balance))
+    assert np.all(grad != 0) if moves else np.all(grad == 0)
+
+
 def test_one_segment_with_local_empty_memory_equals_full():
     q, k, v, balance = make_inputs(10, t=12)
     out, _ = ops.infini_attention(q, k, v, balance, segment_len=12, empty_memory="local")
