@@ -117,14 +117,16 @@ def flatten(name: str, summary: dict, records: list[dict] | None = None) -> dict
     return out
 
 
-def collect(root: str) -> tuple[list[dict], dict[str, list]]:
-    """One row per run under `root` (its overrides, last metrics and evaluation columns), and
-    each run's loss curve by run name."""
+def collect(root: str, runs: set[str] | None = None) -> tuple[list[dict], dict[str, list]]:
+    """One row per run under `root` (every run, or those named in `runs`: its overrides, last
+    metrics and evaluation columns), and each run's loss curve by run name."""
     rows, curves = [], {}
     root = storage.absolute(root)
     for meta in sorted(storage.glob(storage.join(root, "*", "sweep_run.json"))):
-        info = json.loads(storage.read_text(meta))
         workdir = storage.dirname(meta)
+        if runs is not None and storage.basename(workdir) not in runs:
+            continue
+        info = json.loads(storage.read_text(meta))
         last, curves[storage.basename(workdir)] = _metrics(workdir)
         row = {"run": storage.basename(workdir), **info["overrides"], **last}
         if info.get("seconds"):
@@ -245,8 +247,7 @@ def summarize(
     """Writes ROOT/<output>.csv (every run, or those named in `runs`), <output>.md,
     <output>.png and <output>_loss.png (every run's loss curve); returns the rows shown
     (grouped over `group_over` when set)."""
-    rows, curves = collect(root)
-    rows = [r for r in rows if runs is None or r["run"] in runs]
+    rows, curves = collect(root, runs)
     if not rows:
         raise ConfigError(f"{root} holds no sweep runs (no */sweep_run.json); run the sweep first")
     root = storage.absolute(root)

@@ -160,7 +160,7 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
     _fake_run(root, "seed=0", {"seed": 0}, 2.0, {"pk": _retrieval(pk)})
     _fake_run(root, "seed=1", {"seed": 1}, 3.0, {"pk": _retrieval({0: (0.5, 4)})})
     _fake_run(root, "gate=sigmoid,seed=0", {"model.gate": "sigmoid", "seed": 0}, 5.0, {})
-    _fake_run(root, "other", {"model.gate": "x"}, 9.0, {})
+    _fake_run(root, "other", {"model.gate": "x", "model.bptt_segments": 1}, 9.0, {})
     for seed in (0, 1):  # the baseline's value of a field other runs sweep: its saved config
         (root / f"seed={seed}" / "config.json").write_text('{"model": {"gate": "hard"}}')
     rows = summarize(
@@ -172,6 +172,7 @@ def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
     )
     by_run = {r["run"]: r for r in rows}
     assert set(by_run) == {"base", "gate=sigmoid"}  # "other" is not in the sweep
+    assert "model.bptt_segments" not in by_run["base"]  # swept only outside this sweep
     base = by_run["base"]
     assert base["model.gate"] == "hard" and by_run["gate=sigmoid"]["model.gate"] == "sigmoid"
     assert base["n"] == 2 and base["loss"] == 2.5 and base["loss_spread"] == 0.5
