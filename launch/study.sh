@@ -15,8 +15,9 @@ if [ "${1:-}" = --dry-run ]; then
 fi
 root=${1:-/tmp/study}
 shift || true
+[ $# -gt 0 ] || set -- a c
 tables=()
-for t in ${*:-a c}; do  # b is its three parts
+for t in "$@"; do  # b is its three parts
   if [ "$t" = b ]; then tables+=(b_init b_lr b_form); else tables+=("$t"); fi
 done
 data=~/.cache/infini_jax/study/kjv
@@ -52,6 +53,8 @@ for t in "${tables[@]}"; do
     b_*)
       summarize "$t" "table_$t" --group=seed --curve=passkey_beyond@ \
         --columns='passkey_beyond@*,passkey_beyond,memory_g*,kjv@4096,loss,minutes'
+      summarize "$t" "table_${t}_back" --group=seed --curve=passkey_back@ \
+        --columns='passkey_back@*,passkey@*'
       ;;
     c)
       summarize c table_c --group=seed --curve=passkey_beyond@ \
@@ -60,6 +63,8 @@ for t in "${tables[@]}"; do
     e)
       summarize e table_e --group=seed --curve=passkey_beyond@ \
         --columns='passkey_beyond@*,passkey_beyond,kjv@*,loss,minutes'
+      summarize e table_e_back --group=seed --curve=passkey_back@ \
+        --columns='passkey_back@*,passkey_ablated_beyond,memory_g*'
       ;;
   esac
 done

@@ -198,10 +198,10 @@ def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
 
 def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
-    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-3.0)
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-2.0)
     config, _, params = checkpoint.load_params(str(tmp_path / "w"))
     assert config.model.attention == "infini" and config.data.seq_len == 32
-    np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -3.0))
+    np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -2.0))
     with pytest.raises(ConvertError, match=r"already holds checkpoints; choose a new directory"):
         convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"))  # never over a workdir
     r = run_cli(
