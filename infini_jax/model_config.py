@@ -102,7 +102,9 @@ class _ModelMethods(Section):
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")
         check(  # hard_sigmoid(b) = clip(0.2·b + 0.5, 0, 1) is flat past |b| = 2.5: b never moves
-            self.gate != "hard_sigmoid" or abs(self.balance_init) < 2.5,
+            self.attention != "infini"
+            or self.gate != "hard_sigmoid"
+            or abs(self.balance_init) < 2.5,
             f"config.model.balance_init={self.balance_init!r} is where the hard-sigmoid gate is "
             "clipped (|b| >= 2.5): its gradient is 0 and the gate would never learn; use "
             "|b| < 2.5 or model.gate='sigmoid'",

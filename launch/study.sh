@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU study of docs/study.md, end to end: the data, the sweeps, every table and plot.
 #
-#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (= b_init b_lr b_form) (default: a c)
+#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (default: a c);
+#   b is its three parts b_init b_lr b_form, each also a table of its own.
 #
 # Re-running skips what is done (finished runs and evaluations). The tables and plots land in
 # ROOT/table_*.{md,csv,png} and are copied to docs/results/study/. --dry-run prints the
