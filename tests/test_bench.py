@@ -58,6 +58,34 @@ def test_targets_are_ratios_of_records_from_one_run():
     assert got["compile 24 / 6 layers"] == (1.25, True)
 
 
+def test_kinds_are_timed_in_interleaved_rounds_and_the_ratio_is_paired(monkeypatch):
+    order = []
+    slow = {"local": 1.0, "infini": 1.1}  # seconds per step before a round's slowdown
+
+    def fake_prepare(config):
+        kind = config.model.attention
+        record = {"bench": "train_step", "attention": kind, "seq_len": config.data.seq_len}
+        record.update(batch=1, layers=1, flops_per_token=1.0, memory_bytes=1, compile_s=1.0)
+
+        def step():
+            order.append(kind)
+            return slow[kind] * (1 + (len(order) - 1) // 2)  # each round slower than the last
+
+        return record, step
+
+    monkeypatch.setattr(train_speed, "prepare", fake_prepare)
+    records = train_speed.run(["local", "infini"], [512], peak=1.0, steps=3)
+    assert order == ["local", "infini"] * 3
+    infini, local = records[1], records[0]
+    assert len(infini["step_times"]) == 3
+    got = {t["target"]: t for t in targets(records)}["infini step time / local at 512"]
+    assert round(got["value"], 6) == 1.1 and "3 rounds" in got["detail"]
+    # Not interleaved (different numbers of steps): the ratio of the median speeds.
+    local["step_times"] = local["step_times"][:2]
+    got = {t["target"]: t for t in targets(records)}["infini step time / local at 512"]
+    assert "rounds" not in got["detail"]
+
+
 def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_fit():
     import jax
 

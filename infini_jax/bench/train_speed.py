@@ -5,15 +5,17 @@ r"""Train-step benchmarks: speed, MFU, compiled memory and compile time per atte
 
 Every point compiles the real jitted, donated train step (`train_step.jit_train_step`) for one
 config, reads XLA's memory analysis, then times `--steps` steps on a random batch (after one
-warm-up step) and keeps the median step time. MFU = model FLOPs per token (`infini_jax.flops`)
-× tokens/s over the peak matmul FLOP/s measured in the same process (`bench.peak`) and, where
-the device is known, over the datasheet peak. A point whose compiled memory would not fit in
-this machine's memory is recorded as skipped, not run.
+warm-up step) and keeps the median step time. At each length the kinds' timed steps are
+interleaved, one of each per round, so their ratios are paired (`paired_ratio`). MFU = model
+FLOPs per token (`infini_jax.flops`) × tokens/s over the peak matmul FLOP/s measured in the same
+process (`bench.peak`) and, where the device is known, over the datasheet peak. A point whose
+compiled memory would not fit in this machine's memory is recorded as skipped, not run.
 """
 
 import ast
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -91,8 +93,9 @@ def _available_bytes() -> int:
     return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else host
 
 
-def measure(config, peak: float, steps: int = 3) -> dict:
-    """One record: tokens/s, MFU, compiled memory and compile time of `config`'s train step."""
+def prepare(config) -> tuple[dict, Callable[[], float] | None]:
+    """Compiles `config`'s train step and runs its warm-up step: `(record, step)`, where
+    `step()` runs one more step and returns its seconds (None when the point is skipped)."""
     compiled, (model_cfg, tx, state_sh), batch, compile_s, memory = compile_step(config)
     seq = config.data.seq_len
     record = {
@@ -112,19 +115,24 @@ def measure(config, peak: float, steps: int = 3) -> dict:
     }
     if memory > 0.8 * _available_bytes():
         record["skipped"] = f"needs {memory / 2**30:.1f} GiB"
-        return record
-    state = jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()
-    state, metrics = compiled(state, batch)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):  # the median step: robust to a hiccup of a shared machine
+        return record, None
+    state = [jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()]
+
+    def step() -> float:
         start = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state[0], metrics = compiled(state[0], batch)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    step()  # warm-up
+    return record, step
+
+
+def finish(record: dict, times: list[float], peak: float) -> dict:
+    """`record` with its timed steps: the median step time, tokens/s and MFU."""
     step_s = float(np.median(times))
-    tokens_per_s = config.data.batch_size * seq / step_s
-    record.update(step_s=step_s, tokens_per_s=tokens_per_s)
+    tokens_per_s = record["batch"] * record["seq_len"] / step_s
+    record.update(step_s=step_s, step_times=times, tokens_per_s=tokens_per_s)
     record["mfu"] = tokens_per_s * record["flops_per_token"] / peak
     datasheet = datasheet_flops(jax.devices()[0].device_kind)
     if datasheet:
@@ -132,27 +140,64 @@ def measure(config, peak: float, steps: int = 3) -> dict:
     return record
 
 
+def measure(config, peak: float, steps: int = 3) -> dict:
+    """One record: tokens/s, MFU, compiled memory and compile time of `config`'s train step
+    (the median of `steps` timed steps: robust to a hiccup of a shared machine)."""
+    record, step = prepare(config)
+    return finish(record, [step() for _ in range(steps)], peak) if step else record
+
+
+def _skipped(config, kind: str, seq: int, error: Exception) -> dict:
+    return {
+        "bench": "train_step",
+        "attention": kind,
+        "seq_len": seq,
+        "layers": config.model.num_layers,
+        "skipped": f"{type(error).__name__}: {str(error)[:200]}",
+    }
+
+
 def run(
     kinds, lengths, peak: float, spec: str = "bench", steps: int = 3, overrides=None
 ) -> list[dict]:
-    """One record per (length, kind) of the `spec` model: "bench" or a config file."""
+    """One record per (length, kind) of the `spec` model: "bench" or a config file.
+
+    At each length every kind is compiled first, then the timed steps are interleaved (one
+    step of each kind per round), so a slow spell of a shared machine slows every kind alike
+    and the ratios between kinds (`paired_ratio`) stay trustworthy.
+    """
     records = []
     for seq in lengths:
+        points = []
         for kind in kinds:
             config = config_for(spec, kind, seq, overrides=overrides)
-            try:
-                r = measure(config, peak, steps)
-            except Exception as e:  # one failing point (e.g. out of memory) does not end the run
-                r = {
-                    "bench": "train_step",
-                    "attention": kind,
-                    "seq_len": seq,
-                    "layers": config.model.num_layers,
-                    "skipped": f"{type(e).__name__}: {str(e)[:200]}",
-                }
+            try:  # one failing point (e.g. out of memory) does not end the run
+                points.append(prepare(config))
+            except Exception as e:
+                points.append((_skipped(config, kind, seq, e), None))
+        times = [[] for _ in points]
+        for _ in range(steps):
+            for (record, step), t in zip(points, times, strict=True):
+                if step and "skipped" not in record:
+                    try:
+                        t.append(step())
+                    except Exception as e:
+                        record["skipped"] = f"{type(e).__name__}: {str(e)[:200]}"
+        for (record, step), t in zip(points, times, strict=True):
+            r = finish(record, t, peak) if step and "skipped" not in record else record
             records.append(r)
             print(format_record(r), flush=True)
     return records
+
+
+def paired_ratio(slow: dict, fast: dict) -> tuple[float, float, float] | None:
+    """Median, min and max over rounds of `slow`'s step time / `fast`'s, for two records timed
+    in the same interleaved rounds (`run`); None when they were not."""
+    a, b = slow.get("step_times"), fast.get("step_times")
+    if not a or not b or len(a) != len(b):
+        return None
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return float(np.median(ratios)), min(ratios), max(ratios)
 
 
 def point_overrides(attention_impl: str, assignments: list[str]) -> dict:
