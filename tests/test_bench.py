@@ -12,7 +12,8 @@ def test_train_step_record_has_the_documented_fields():
         "xla", ["model.remat_policy=none", "optimizer.micro_batches=2"]
     )
     c = train_speed.config_for("bench", "infini", 512, layers=1, overrides=overrides)
-    r = train_speed.measure(c, peak["flops_per_s"], steps=1)
+    record, step = train_speed.prepare(c)
+    r = train_speed.finish(record, [step()], peak["flops_per_s"])
     assert (r["kernel"], r["remat_policy"], r["micro_batches"]) == ("xla", "none", 2)
     for key in ("bench", "attention", "seq_len", "tokens_per_s", "mfu", "memory_bytes"):
         assert key in r

@@ -140,11 +140,8 @@ def finish(record: dict, times: list[float], peak: float) -> dict:
     return record
 
 
-def measure(config, peak: float, steps: int = 3) -> dict:
-    """One record: tokens/s, MFU, compiled memory and compile time of `config`'s train step
-    (the median of `steps` timed steps: robust to a hiccup of a shared machine)."""
-    record, step = prepare(config)
-    return finish(record, [step() for _ in range(steps)], peak) if step else record
+def _why(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def _skipped(config, kind: str, seq: int, error: Exception) -> dict:
@@ -153,7 +150,7 @@ def _skipped(config, kind: str, seq: int, error: Exception) -> dict:
         "attention": kind,
         "seq_len": seq,
         "layers": config.model.num_layers,
-        "skipped": f"{type(error).__name__}: {str(error)[:200]}",
+        "skipped": _why(error),
     }
 
 
@@ -182,7 +179,7 @@ def run(
                     try:
                         t.append(step())
                     except Exception as e:
-                        record["skipped"] = f"{type(e).__name__}: {str(e)[:200]}"
+                        record["skipped"] = _why(e)
         for (record, step), t in zip(points, times, strict=True):
             r = finish(record, t, peak) if step and "skipped" not in record else record
             records.append(r)
