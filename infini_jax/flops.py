@@ -29,8 +29,11 @@ def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> float:
         weights += model_cfg.vocab_size * model_cfg.d_model
     window = seq_len if model_cfg.attention == "full" else model_cfg.segment_len
     attention = 12 * model_cfg.num_layers * model_cfg.num_heads * model_cfg.head_dim * window
-    memory = 0
-    if model_cfg.attention == "infini":
-        writes = model_cfg.num_kv_heads * (2 if model_cfg.memory_update == "delta" else 1)
-        memory = 6 * model_cfg.num_layers * model_cfg.head_dim**2 * (model_cfg.num_heads + writes)
+    memory = memory_flops_per_token(model_cfg) if model_cfg.attention == "infini" else 0
     return 6.0 * weights + attention + memory
+
+
+def memory_flops_per_token(model_cfg: ModelConfig) -> int:
+    """Training FLOPs per token of the infini memory path alone (the last term above)."""
+    writes = model_cfg.num_kv_heads * (2 if model_cfg.memory_update == "delta" else 1)
+    return 6 * model_cfg.num_layers * model_cfg.head_dim**2 * (model_cfg.num_heads + writes)

@@ -118,3 +118,30 @@ def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_f
     got = remat.best(rows, "v5e")
     assert (got["remat_policy"], got["remat_layers"]) == ("nothing_saveable", False)
     assert remat.best(rows, "v5p") is None
+
+
+def test_memory_path_bench_runs_the_model_ops_and_counts_their_flops():
+    import dataclasses
+
+    import numpy as np
+
+    from infini_jax import ops
+    from infini_jax.bench import memory_path
+    from infini_jax.config import validate
+
+    c = validate(train_speed.config_for("bench", "infini", 512, layers=2))
+    x = memory_path.inputs(c, 2, 512)
+    _, memories = memory_path.path_loss(c, x)
+    # Layer 1's memory after the 2 segments equals the op's over the whole sequence.
+    q, k, v = (ops.merge_segments(x[name][:, 1]) for name in ("q", "k", "v"))
+    _, want = ops.infini_attention(
+        q, k, v, x["balance"][1], segment_len=c.segment_len, update=c.memory_update, gate=c.gate
+    )
+    np.testing.assert_allclose(memories.m[1], want.m, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(memories.z[1], want.z, rtol=1e-6)
+    # FLOPs by hand: per token and layer, 2·d·d per query head read, per kv head written and per
+    # kv head retrieved by the delta rule; training = 3 × forward.
+    d, h, kv = c.head_dim, c.num_heads, c.num_kv_heads
+    assert memory_path.memory_flops(c, 2, 512) == 3 * 2 * d * d * (h + 2 * kv) * 2 * 2 * 512
+    linear = dataclasses.replace(c, memory_update="linear")
+    assert memory_path.memory_flops(linear, 2, 512) == 3 * 2 * d * d * (h + kv) * 2 * 2 * 512

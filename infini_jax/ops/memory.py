@@ -74,10 +74,15 @@ def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Ar
       `(a_mem [b, n, k, g, d], has_memory [b, n, k, g])`; A_mem is 0 where the memory is
       empty (z all zero) or not readable by that token.
     """
+    b, n, k, g, d = sq.shape
     nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
     has = reads[:, :, None, None] & nonempty[:, None, :, None]
-    # One matmul gives numerator and denominator: σ(q) [M | z] → [b, n, k, g, d + 1].
-    both = jnp.einsum("bnkgd,bkde->bnkge", sq, _with_z(memory.m, memory.z))
+    # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1]. σ(q) is moved
+    # to [b, k, g·n, d] first, so (b, k) lead as the matmul's batch: 10–15% faster than
+    # letting XLA transpose around "bnkgd,bkde" (docs/performance.md, memory path bench).
+    rows = jnp.einsum("bnkgd->bkgnd", sq).reshape(b, k, g * n, d)
+    both = jnp.einsum("bkrd,bkde->bkre", rows, _with_z(memory.m, memory.z))
+    both = jnp.einsum("bkgne->bnkge", both.reshape(b, k, g, n, d + 1))
     return _safe_ratio(both[..., :-1], both[..., -1], has), has
 
 
