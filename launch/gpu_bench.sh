@@ -5,11 +5,13 @@
 # that `python -m infini_jax.bench.remat` picks for one H100 from compiled memory (no
 # recomputed forward pass: remat_policy=none, batch 8 in 4 micro-batches; and dots_saveable at
 # batch 4). Records tokens/s, MFU against the bf16 matmul measured in the same run and against
-# the datasheet, and compiled memory.
+# the datasheet, and compiled memory. Then the memory path alone (`bench.memory_path`): its MFU
+# next to the step's, which says how much of infini's cost over local is the memory's products.
 #
 #   launch/gpu_bench.sh OUT_DIR [extra flags for python -m infini_jax.bench]
 #
-# Writes OUT_DIR/{auto,xla,none_b8_m4,dots_b4}/results.json (docs/performance.md reads them).
+# Writes OUT_DIR/{auto,xla,none_b8_m4,dots_b4}/results.json and OUT_DIR/memory_path/
+# memory_path.json (docs/performance.md reads them).
 set -euo pipefail
 out=${1:?usage: launch/gpu_bench.sh OUT_DIR [bench flags]}
 shift
@@ -24,3 +26,5 @@ bench auto auto "$@"
 bench xla xla "$@"
 bench none_b8_m4 auto --set=model.remat_policy=none,optimizer.micro_batches=4,data.batch_size=8 "$@"
 bench dots_b4 auto --set=model.remat_policy=dots_saveable "$@"
+python -m infini_jax.bench.memory_path --config=configs/llama_300m_infini.py --lengths=8192 \
+  --output="$out/memory_path"
