@@ -78,8 +78,8 @@ def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Ar
     nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
     has = reads[:, :, None, None] & nonempty[:, None, :, None]
     # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1]. σ(q) is moved
-    # to [b, k, g·n, d] first, so (b, k) lead as the matmul's batch: 10–15% faster than
-    # letting XLA transpose around "bnkgd,bkde" (docs/performance.md, memory path bench).
+    # to [b, k, g·n, d] first, so (b, k) lead as the matmul's batch: about 10% faster than
+    # letting XLA transpose around "bnkgd,bkde" (docs/performance.md, `bench.memory_path`).
     rows = jnp.einsum("bnkgd->bkgnd", sq).reshape(b, k, g * n, d)
     both = jnp.einsum("bkrd,bkde->bkre", rows, _with_z(memory.m, memory.z))
     both = jnp.einsum("bkgne->bnkge", both.reshape(b, k, g, n, d + 1))
@@ -122,16 +122,18 @@ def memory_write(
     m = jnp.where(keep[:, None, None, None], memory.m, 0.0)
     z = jnp.where(keep[:, None, None], memory.z, 0.0)
     write = (mask & (segment_ids == doc[:, None])).astype(jnp.float32)
-    skw = sk * write[:, :, None, None]
-    vf = v.astype(jnp.float32)
+    # [b, k, n, d], so (b, k) lead as the matmuls' batch, as in `memory_read`.
+    skt = jnp.einsum("bnkd->bknd", sk)
+    vt = jnp.einsum("bnkd->bknd", v.astype(jnp.float32))
     if update == "delta":
-        both = jnp.einsum("bnkd,bkde->bnke", sk, _with_z(m, z))
-        vf = vf - _safe_ratio(both[..., :-1], both[..., -1], jnp.ones(both.shape[:-1], bool))
+        both = jnp.einsum("bknd,bkde->bkne", skt, _with_z(m, z))
+        vt = vt - _safe_ratio(both[..., :-1], both[..., -1], jnp.ones(both.shape[:-1], bool))
     elif update != "linear":
         raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
     # One matmul writes both: σ(K)ᵀ[V | 1] = [ΔM | Δz].
-    ones = jnp.ones(vf.shape[:-1] + (1,), jnp.float32)
-    delta = jnp.einsum("bnkd,bnke->bkde", skw, jnp.concatenate([vf, ones], axis=-1))
+    ones = jnp.ones(vt.shape[:-1] + (1,), jnp.float32)
+    skw = skt * write[:, None, :, None]
+    delta = jnp.einsum("bknd,bkne->bkde", skw, jnp.concatenate([vt, ones], axis=-1))
     return Memory(m=m + delta[..., :-1], z=z + delta[..., -1], doc=doc)
 
 
