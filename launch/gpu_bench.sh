@@ -19,7 +19,8 @@ bench() {  # NAME ATTENTION_IMPL [--set=...]
   local name=$1 impl=$2
   shift 2
   python -m infini_jax.bench --config=configs/llama_300m_infini.py --attention_impl="$impl" \
-    --lengths=8192 --full_lengths=8192 --memory_lengths=8192 --skip=compile,eval_memory,data \
+    --lengths=8192 --full_lengths=8192 --memory_lengths=8192 \
+    --skip=compile,eval_memory,data,memory_path \
     --output="$out/$name" "$@"
 }
 bench auto auto "$@"

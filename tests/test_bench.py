@@ -50,8 +50,11 @@ def test_targets_are_ratios_of_records_from_one_run():
         {"bench": "eval_memory", "seq_len": 1 << 20, "peak_rss_bytes": 130},
         {"bench": "compile", "layers": 6, "compile_s": 2.0},
         {"bench": "compile", "layers": 24, "compile_s": 2.5},
+        {"bench": "memory_path", "seq_len": 32768, "mfu": 0.1, "step_mfu": 0.45},
     ]
+    records[-1].update(flops_share=0.04, time_share=0.04 * 0.45 / 0.1)
     got = {t["target"]: (round(t["value"], 3), t["met"]) for t in targets(records)}
+    assert got["memory path's share of the infini step time at 32768"] == (0.18, True)
     assert got["infini step time / local at 32768"] == (round(1000 / 960, 3), True)
     assert got["infini speed / full at 32768"] == (9.6, True)
     assert got["best train-step MFU vs measured matmul"] == (0.45, True)
@@ -145,3 +148,24 @@ def test_memory_path_bench_runs_the_model_ops_and_counts_their_flops():
     assert memory_path.memory_flops(c, 2, 512) == 3 * 2 * d * d * (h + 2 * kv) * 2 * 2 * 512
     linear = dataclasses.replace(c, memory_update="linear")
     assert memory_path.memory_flops(linear, 2, 512) == 3 * 2 * d * d * (h + kv) * 2 * 2 * 512
+
+
+def test_memory_path_bench_compares_with_the_step_timed_in_the_same_run():
+    import pytest
+
+    from infini_jax.bench import memory_path
+    from infini_jax.config import validate
+    from infini_jax.flops import flops_per_token as per_token
+
+    config = train_speed.config_for("bench", "infini", 512)
+    step_s, peak = 2.0, 1e11
+    flops_per_token = per_token(validate(config), 512)
+    tokens = config.data.batch_size * 512
+    step = {"bench": "train_step", "attention": "infini", "seq_len": 512, "step_s": step_s}
+    step.update(flops_per_token=flops_per_token, mfu=flops_per_token * tokens / step_s / peak)
+    records = memory_path.run([512], peak, steps=1, step_records=[step])
+    assert [r["bench"] for r in records] == ["memory_path"]  # the step is not timed again
+    r = records[0]
+    # FLOPs share × step MFU / path MFU is the path's time over the step's.
+    assert r["time_share"] == pytest.approx(r["step_s"] / step_s, rel=1e-9)
+    assert r["flops_share"] == pytest.approx(r["flops"] / (flops_per_token * tokens))

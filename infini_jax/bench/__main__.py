@@ -13,13 +13,14 @@ this one run, on this machine. docs/performance.md explains each figure.
 from absl import flags
 
 from infini_jax import cli
-from infini_jax.bench import data_speed, eval_memory, train_speed, write_records
+from infini_jax.bench import data_speed, eval_memory, memory_path, train_speed, write_records
 from infini_jax.bench.peak import matmul_peak
 
 QUICK = dict(
     lengths=[2048, 4096],
     full_lengths=[2048],  # full attention is timed only at these lengths
     memory_lengths=[2048, 8192, 32768],
+    memory_path_lengths=[2048],  # the memory path alone (bench.memory_path)
     layers=[6, 24],
     eval_lengths=[8192, 1048576],
     steps=3,
@@ -29,6 +30,7 @@ FULL = dict(
     lengths=[2048, 4096, 8192, 16384, 32768],
     full_lengths=[2048, 4096, 8192, 16384, 32768],
     memory_lengths=[2048, 4096, 8192, 16384, 32768],
+    memory_path_lengths=[2048, 8192, 32768],
     layers=[6, 12, 24],
     eval_lengths=[8192, 65536, 262144, 1048576],
     steps=3,
@@ -116,6 +118,15 @@ def targets(records: list[dict]) -> list[dict]:
                 ratio >= 2 or not need,
                 "target ≥ 2 at 32K" if need else "reported (target applies at 32K)",
             )
+    for r in records:
+        if r["bench"] == "memory_path" and "time_share" in r:
+            add(
+                f"memory path's share of the infini step time at {r['seq_len']}",
+                r["time_share"],
+                True,
+                f"reported: at its own rate; its MFU {r['mfu']:.1%} vs the "
+                f"step's {r['step_mfu']:.1%}, for {r['flops_share']:.1%} of the FLOPs",
+            )
     if steps:
         best = max(steps, key=lambda r: r["mfu"])
         add(
@@ -153,7 +164,14 @@ def targets(records: list[dict]) -> list[dict]:
     return out
 
 
-GRID_FLAGS = ("lengths", "full_lengths", "memory_lengths", "layers", "eval_lengths")
+GRID_FLAGS = (
+    "lengths",
+    "full_lengths",
+    "memory_lengths",
+    "memory_path_lengths",
+    "layers",
+    "eval_lengths",
+)
 
 
 def run_all(grid: dict, config: str, skip: set[str], output: str, overrides=None) -> list[dict]:
@@ -172,6 +190,9 @@ def run_all(grid: dict, config: str, skip: set[str], output: str, overrides=None
                 grid["steps"],
                 overrides,
             )
+    if "memory_path" not in skip:
+        lengths, steps = grid["memory_path_lengths"], grid["steps"]
+        records += memory_path.run(lengths, peak["flops_per_s"], config, steps, overrides, records)
     if "memory" not in skip:
         records += memory_records(grid["memory_lengths"], config, overrides)
     if "compile" not in skip:
@@ -197,7 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("config", "bench", "'bench' model or a config file.")
     flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
     flags.DEFINE_list("set", [], "Dotted overrides of every point, e.g. model.remat_policy=none.")
-    flags.DEFINE_list("skip", [], "Benchmarks to skip: train_step,memory,compile,eval_memory,data.")
+    flags.DEFINE_list(
+        "skip", [], "Benchmarks to skip: train_step,memory_path,memory,compile,eval_memory,data."
+    )
     for name in GRID_FLAGS:
         flags.DEFINE_list(name, [], "Overrides the grid's list (comma-separated integers).")
 
