@@ -167,5 +167,5 @@ def test_memory_path_bench_compares_with_the_step_timed_in_the_same_run():
     assert [r["bench"] for r in records] == ["memory_path"]  # the step is not timed again
     r = records[0]
     # FLOPs share × step MFU / path MFU is the path's time over the step's.
-    assert r["time_share"] == pytest.approx(r["step_s"] / step_s, rel=1e-9)
+    assert r["time_share"] == pytest.approx(r["path_s"] / step_s, rel=1e-9)
     assert r["flops_share"] == pytest.approx(r["flops"] / (flops_per_token * tokens))

@@ -134,7 +134,7 @@ def run(
             records.append(step)
         flops = memory_flops(model_cfg, batch, seq)
         r = {"bench": "memory_path", "attention": "infini", "seq_len": seq, "batch": batch}
-        r.update(layers=model_cfg.num_layers, step_s=path_s, flops=flops, mfu=flops / path_s / peak)
+        r.update(layers=model_cfg.num_layers, path_s=path_s, flops=flops, mfu=flops / path_s / peak)
         if "mfu" in step:
             share = flops / (step["flops_per_token"] * batch * seq)
             r.update(flops_share=share, step_mfu=step["mfu"])
