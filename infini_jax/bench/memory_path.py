@@ -47,7 +47,7 @@ def inputs(model_cfg: ModelConfig, batch: int, seq_len: int, seed: int = 0) -> d
         "cotangent": (*lead, c.num_kv_heads, g, c.head_dim),
     }
     rng = np.random.default_rng(seed)  # numpy: no compile per shape
-    out = {name: jnp.asarray(rng.standard_normal(s, np.float32)) for name, s in shapes.items()}
+    out = {k: jnp.asarray(rng.standard_normal(shape, np.float32)) for k, shape in shapes.items()}
     for name in ("q", "k", "v"):  # the projections' outputs, in the compute dtype
         out[name] = out[name].astype(c.compute_dtype)
     out["balance"] = jnp.asarray(rng.standard_normal((c.num_layers, c.num_heads), np.float32))
