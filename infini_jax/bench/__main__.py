@@ -13,7 +13,14 @@ this one run, on this machine. docs/performance.md explains each figure.
 from absl import flags
 
 from infini_jax import cli
-from infini_jax.bench import data_speed, eval_memory, memory_path, train_speed, write_records
+from infini_jax.bench import (
+    data_speed,
+    eval_memory,
+    find_record,
+    memory_path,
+    train_speed,
+    write_records,
+)
 from infini_jax.bench.peak import matmul_peak
 
 QUICK = dict(
@@ -71,13 +78,6 @@ def compile_records(layers: list[int], spec: str, seq: int = 2048, overrides=Non
     return out
 
 
-def _find(records, bench, **match):
-    for r in records:
-        if r["bench"] == bench and all(r.get(k) == v for k, v in match.items()):
-            return r
-    return None
-
-
 def targets(records: list[dict]) -> list[dict]:
     """The issue's targets, each as a measured ratio from this run."""
     out = []
@@ -99,7 +99,7 @@ def targets(records: list[dict]) -> list[dict]:
     for r in steps:
         if r["attention"] != "infini":
             continue
-        local = _find(steps, "train_step", attention="local", seq_len=r["seq_len"])
+        local = find_record(steps, "train_step", attention="local", seq_len=r["seq_len"])
         if local:
             paired = train_speed.paired_ratio(r, local)
             if paired:  # interleaved steps: the median of the per-round ratios
@@ -108,7 +108,7 @@ def targets(records: list[dict]) -> list[dict]:
             else:
                 ratio, detail = local["tokens_per_s"] / r["tokens_per_s"], "target ≤ 1.05"
             add(f"infini step time / local at {r['seq_len']}", ratio, ratio <= 1.05, detail)
-        full = _find(steps, "train_step", attention="full", seq_len=r["seq_len"])
+        full = find_record(steps, "train_step", attention="full", seq_len=r["seq_len"])
         if full:
             ratio = r["tokens_per_s"] / full["tokens_per_s"]
             need = r["seq_len"] >= 32768

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infini_jax import ops
-from infini_jax.bench import train_speed, write_records
+from infini_jax.bench import find_record, train_speed, write_records
 from infini_jax.config import validate
 from infini_jax.flops import memory_flops_per_token
 from infini_jax.model_config import REMAT_POLICIES, ModelConfig
@@ -121,14 +121,7 @@ def run(
         config = train_speed.config_for(spec, "infini", seq, overrides=overrides)
         model_cfg, batch = validate(config), config.data.batch_size
         path_s = time_path(model_cfg, batch, seq, steps)
-        step = next(
-            (
-                r
-                for r in step_records
-                if (r["bench"], r["attention"], r["seq_len"]) == ("train_step", "infini", seq)
-            ),
-            None,
-        )
+        step = find_record(step_records, "train_step", attention="infini", seq_len=seq)
         if step is None:
             step = train_speed.run(["infini"], [seq], peak, spec, steps, overrides)[0]
             records.append(step)
