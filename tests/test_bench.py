@@ -126,6 +126,8 @@ def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_f
 def test_memory_path_bench_runs_the_model_ops_and_counts_their_flops():
     import dataclasses
 
+    import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from infini_jax import ops
@@ -136,7 +138,8 @@ def test_memory_path_bench_runs_the_model_ops_and_counts_their_flops():
     x = memory_path.inputs(c, 2, 512)
     _, memories = memory_path.path_loss(c, x)
     # Layer 1's memory after the 2 segments equals the op's over the whole sequence.
-    q, k, v = (ops.merge_segments(x[name][:, 1]) for name in ("q", "k", "v"))
+    q = ops.merge_segments(jax.vmap(ops.ungroup_heads)(x["q"][:, 1]))  # [b, seq, heads, d]
+    k, v = (ops.merge_segments(jnp.swapaxes(x[name][:, 1], 2, 3)) for name in ("k", "v"))
     _, want = ops.infini_attention(
         q, k, v, x["balance"][1], segment_len=c.segment_len, update=c.memory_update, gate=c.gate
     )

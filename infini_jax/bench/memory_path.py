@@ -32,20 +32,16 @@ from infini_jax.model_config import REMAT_POLICIES, ModelConfig
 
 
 def inputs(model_cfg: ModelConfig, batch: int, seq_len: int, seed: int = 0) -> dict:
-    """Random inputs of the memory path, split per segment and layer: q `[S, L, b, n, h, d]`,
-    k and v `[S, L, b, n, kv, d]` (compute dtype), a_dot and the output's cotangent
-    `[S, L, b, n, kv, g, d]` (float32), balance `[L, h]`; S = seq_len / segment_len, L layers."""
+    """Random inputs of the memory path, split per segment and layer, heads first as the
+    segment step moves them (`ops.local.group_heads`): q, a_dot and the output's cotangent
+    `[S, L, b, kv, g, n, d]`, k and v `[S, L, b, kv, n, d]` (q, k, v in the compute dtype, the
+    rest float32), balance `[L, h]`; S = seq_len / segment_len, L layers."""
     c = model_cfg
-    s, n = seq_len // c.segment_len, c.segment_len
-    lead = (s, c.num_layers, batch, n)
-    g = c.num_heads // c.num_kv_heads
-    shapes = {
-        "q": (*lead, c.num_heads, c.head_dim),
-        "k": (*lead, c.num_kv_heads, c.head_dim),
-        "v": (*lead, c.num_kv_heads, c.head_dim),
-        "a_dot": (*lead, c.num_kv_heads, g, c.head_dim),
-        "cotangent": (*lead, c.num_kv_heads, g, c.head_dim),
-    }
+    s, n, d = seq_len // c.segment_len, c.segment_len, c.head_dim
+    lead = (s, c.num_layers, batch, c.num_kv_heads)
+    grouped = (*lead, c.num_heads // c.num_kv_heads, n, d)
+    shapes = {"q": grouped, "k": (*lead, n, d), "v": (*lead, n, d)}
+    shapes.update(a_dot=grouped, cotangent=grouped)
     rng = np.random.default_rng(seed)  # numpy: no compile per shape
     out = {k: jnp.asarray(rng.standard_normal(shape, np.float32)) for k, shape in shapes.items()}
     for name in ("q", "k", "v"):  # the projections' outputs, in the compute dtype
@@ -59,7 +55,7 @@ def path_loss(model_cfg: ModelConfig, x: dict) -> tuple[jax.Array, ops.Memory]:
     (stacked `[L, ...]`): the model's own ops, in the train step's loop structure."""
     c = model_cfg
     options = c.infini_options
-    b, n = x["q"].shape[2:4]
+    b, n = x["q"].shape[2], x["q"].shape[5]
     ones = jnp.ones((b, n), bool)
     ids = jnp.zeros((b, n), jnp.int32)
 

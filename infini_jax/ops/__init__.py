@@ -3,7 +3,14 @@
 from infini_jax.ops import kernels
 from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
-from infini_jax.ops.local import attend, local_attention
+from infini_jax.ops.local import (
+    attend,
+    group_heads,
+    grouped_attention,
+    kv_heads_first,
+    local_attention,
+    ungroup_heads,
+)
 from infini_jax.ops.memory import (
     EMPTY_MEMORY_MODES,
     GATES,
@@ -32,10 +39,13 @@ __all__ = [
     "apply_rope",
     "attend",
     "gate_value",
+    "group_heads",
+    "grouped_attention",
     "infini_attention",
     "infini_decode",
     "init_cache",
     "kernels",
+    "kv_heads_first",
     "infini_segment",
     "init_memory",
     "local_attention",
@@ -48,4 +58,5 @@ __all__ = [
     "rope_angles",
     "sigma",
     "split_segments",
+    "ungroup_heads",
 ]

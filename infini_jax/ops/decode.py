@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from infini_jax.ops.local import attend
+from infini_jax.ops.local import attend, group_heads, kv_heads_first, ungroup_heads
 from infini_jax.ops.memory import InfiniOptions, Memory, memory_write, mix, sigma
 from infini_jax.ops.rope import Rope, apply_rope
 
@@ -43,17 +43,16 @@ def cached_attention(
       q: `[batch, 1, heads, head_dim]`; k, v: `[batch, 1, kv_heads, head_dim]`, before RoPE.
 
     Returns:
-      `(out [batch, 1, kv_heads, group, head_dim] float32, cache with the token added)`.
+      `(out [batch, kv_heads, group, 1, head_dim] float32, cache with the token added)`.
     """
-    b, _, h, d = q.shape
     n, kv = cache.k.shape[1], cache.k.shape[2]
     start = (0, cache.pos, 0, 0)
     ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start)
     cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start)
-    qr = apply_rope(q, cache.pos[None], rope).reshape(b, 1, kv, h // kv, d)
+    qr = group_heads(apply_rope(q, cache.pos[None], rope), kv)
     positions = jnp.arange(n)
-    kr = apply_rope(ck, positions, rope)
-    out = attend(qr, kr, cv, cache.pos[None], positions, None, None, None)
+    kr = kv_heads_first(apply_rope(ck, positions, rope))
+    out = attend(qr, kr, kv_heads_first(cv), cache.pos[None], positions, None, None, None)
     return out, KVCache(ck, cv, cache.pos + 1)
 
 
@@ -72,21 +71,22 @@ def infini_decode(
     Shapes as in `cached_attention`. Returns `(out [batch, 1, heads, head_dim] in q.dtype,
     memory, cache)`.
     """
-    b, _, h, d = q.shape
+    b = q.shape[0]
     a_dot, cache = cached_attention(q, k, v, cache, options.rope)
     reads = jnp.ones((b, 1), bool)  # one document per row in generation
-    out = mix(q, a_dot, balance, memory, reads, options)
+    out = mix(group_heads(q, k.shape[2]), a_dot, balance, memory, reads, options)
     window = cache.k.shape[1]
 
     def flush(args):
         mem, c = args
         ones = jnp.ones((b, window), bool)
         zeros = jnp.zeros((b, window), jnp.int32)
-        mem = memory_write(sigma(c.k), c.v, mem, ones, zeros, options.update)
+        kh, vh = kv_heads_first(c.k), kv_heads_first(c.v)
+        mem = memory_write(sigma(kh), vh, mem, ones, zeros, options.update)
         return mem, KVCache(c.k, c.v, jnp.zeros((), jnp.int32))
 
     memory, cache = jax.lax.cond(cache.pos == window, flush, lambda args: args, (memory, cache))
-    return out.reshape(b, 1, h, d).astype(q.dtype), memory, cache
+    return ungroup_heads(out).astype(q.dtype), memory, cache
 
 
 def local_decode(
@@ -97,4 +97,4 @@ def local_decode(
     if wrap:
         full = cache.pos == cache.k.shape[1]
         cache = cache._replace(pos=jnp.where(full, 0, cache.pos))
-    return out.reshape(q.shape).astype(q.dtype), cache
+    return ungroup_heads(out).astype(q.dtype), cache

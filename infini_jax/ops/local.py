@@ -7,6 +7,24 @@ from infini_jax.ops import kernels
 from infini_jax.ops.rope import DEFAULT_ROPE, Rope, apply_rope
 
 
+def group_heads(q: jax.Array, kv_heads: int) -> jax.Array:
+    """Queries `[b, t, heads, d]` → `[b, kv_heads, group, t, d]`: heads first, grouped by the kv
+    head they read (query head `h` uses kv head `h // group`, as Hugging Face's `repeat_kv`)."""
+    b, t, h, d = q.shape
+    return jnp.einsum("btkgd->bkgtd", q.reshape(b, t, kv_heads, h // kv_heads, d))
+
+
+def kv_heads_first(x: jax.Array) -> jax.Array:
+    """Keys or values `[b, t, kv_heads, d]` → `[b, kv_heads, t, d]`."""
+    return jnp.einsum("btkd->bktd", x)
+
+
+def ungroup_heads(x: jax.Array) -> jax.Array:
+    """The inverse of `group_heads`: `[b, kv_heads, group, t, d]` → `[b, t, heads, d]`."""
+    b, kv, g, t, d = x.shape
+    return jnp.einsum("bkgtd->btkgd", x).reshape(b, t, kv * g, d)
+
+
 def local_attention(
     q: jax.Array,
     k: jax.Array,
@@ -28,29 +46,65 @@ def local_attention(
         padded query positions output zeros.
       segment_ids: `[batch, seq]` int document ids; a query attends only to keys of its document.
       rope: RoPE base and scaling.
-      query_block: windows longer than this (a multiple of it) are computed one block of
-        queries at a time, rematerialised in the backward pass: same result, memory linear in
-        the window instead of quadratic.
-      impl: "xla" (the einsum softmax below), or a fused kernel of `ops.kernels`
+      query_block: as in `grouped_attention`.
+      impl: "xla" (`grouped_attention`, the einsum softmax), or a fused kernel of `ops.kernels`
         ("splash", "pallas_gpu", "cudnn"; already resolved from "auto").
 
     Returns:
       `[batch, seq, heads, head_dim]` in `q.dtype`. Logits and softmax are float32, scaled by
       `1/sqrt(head_dim)`.
     """
-    b, t, h, d = q.shape
-    kv = k.shape[2]
-    positions = jnp.arange(t)
-    kr = apply_rope(k, positions, rope)
+    b, t = q.shape[:2]
     if impl != "xla":
+        positions = jnp.arange(t)
         ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
         if mask is not None:  # padded tokens: a document of their own, zeroed below
             ids = jnp.where(mask, ids, jnp.iinfo(jnp.int32).min)
-        out = kernels.fused_attention(apply_rope(q, positions, rope), kr, v, ids, impl)
+        qr, kr = apply_rope(q, positions, rope), apply_rope(k, positions, rope)
+        out = kernels.fused_attention(qr, kr, v, ids, impl)
         if mask is not None:
             out = out * mask[:, :, None, None].astype(out.dtype)
         return out.astype(q.dtype)
-    qr = apply_rope(q, positions, rope).reshape(b, t, kv, h // kv, d)
+    out = grouped_attention(
+        group_heads(q, k.shape[2]),
+        kv_heads_first(k),
+        kv_heads_first(v),
+        mask=mask,
+        segment_ids=segment_ids,
+        rope=rope,
+        query_block=query_block,
+    )
+    return ungroup_heads(out).astype(q.dtype)
+
+
+def grouped_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    rope: Rope = DEFAULT_ROPE,
+    query_block: int = 2048,
+) -> jax.Array:
+    """`local_attention`'s einsum path with heads first, the layout Infini-attention's segment
+    works in, so that its memory read and write share the queries, keys and values moved once.
+
+    Args:
+      q: `[batch, kv_heads, group, seq, head_dim]` (`group_heads`), before RoPE.
+      k, v: `[batch, kv_heads, seq, head_dim]` (`kv_heads_first`), before RoPE.
+      mask, segment_ids, rope: as in `local_attention`.
+      query_block: windows longer than this (a multiple of it) are computed one block of
+        queries at a time, rematerialised in the backward pass: same result, memory linear in
+        the window instead of quadratic.
+
+    Returns:
+      `[batch, kv_heads, group, seq, head_dim]` float32; padded query positions are 0.
+    """
+    b, kv, g, t, d = q.shape
+    positions = jnp.arange(t)
+    qr = apply_rope(q, positions, rope, seq_axis=3)
+    kr = apply_rope(k, positions, rope, seq_axis=2)
     if t > query_block and t % query_block == 0:
         ids = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
         # Long windows ("full" attention): query blocks in a scan, each rematerialised, so
@@ -62,17 +116,17 @@ def local_attention(
             return None, attend(qb, kr, v, pos, positions, ids_q, ids, mask)
 
         xs = (
-            jnp.moveaxis(qr.reshape(b, n, query_block, kv, h // kv, d), 1, 0),
+            jnp.moveaxis(qr.reshape(b, kv, g, n, query_block, d), 3, 0),
             positions.reshape(n, query_block),
             jnp.moveaxis(ids.reshape(b, n, query_block), 1, 0),
         )
         _, out = jax.lax.scan(jax.checkpoint(block, prevent_cse=False), None, xs)
-        out = jnp.moveaxis(out, 0, 1).reshape(b, t, kv, h // kv, d)
+        out = jnp.moveaxis(out, 0, 3).reshape(b, kv, g, t, d)
     else:
         out = attend(qr, kr, v, positions, positions, segment_ids, segment_ids, mask)
     if mask is not None:
-        out = out * mask[:, :, None, None, None]
-    return out.reshape(b, t, h, d).astype(q.dtype)
+        out = out * mask[:, None, None, :, None]
+    return out
 
 
 def attend(
@@ -88,18 +142,18 @@ def attend(
     """The one softmax attention of the project (windows, query blocks, decoding).
 
     Args:
-      qr: queries after RoPE, grouped by kv head: `[b, tq, kv_heads, group, d]`.
-      kr, v: keys after RoPE and values, `[b, s, kv_heads, d]`.
+      qr: queries after RoPE, heads first: `[b, kv_heads, group, tq, d]`.
+      kr, v: keys after RoPE and values, `[b, kv_heads, s, d]`.
       q_pos, k_pos: positions `[tq]`, `[s]`: a query attends to keys at positions <= its own.
       q_ids, k_ids: document ids `[b, tq]`, `[b, s]`; None = one document.
       keys_ok: `[b, s]` bool, False = padded key; None = none padded.
 
     Returns:
-      `[b, tq, kv_heads, group, d]` float32; logits and softmax in float32, scaled by
+      `[b, kv_heads, group, tq, d]` float32; logits and softmax in float32, scaled by
       `1/sqrt(d)`.
     """
     d = qr.shape[-1]
-    logits = jnp.einsum("btkgd,bskd->bkgts", qr, kr, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("bkgtd,bksd->bkgts", qr, kr, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / jnp.sqrt(jnp.float32(d)))
     allowed = (q_pos[:, None] >= k_pos[None, :])[None]  # [1, tq, s]
     if q_ids is not None:
@@ -109,5 +163,5 @@ def attend(
     logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     return jnp.einsum(
-        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+        "bkgts,bksd->bkgtd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
     )

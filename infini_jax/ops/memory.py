@@ -3,6 +3,8 @@ gated mix of its retrieval with the local attention (`mix`), with the options ca
 
 Shapes: `b` batch, `n` tokens in the segment, `k` kv heads, `g` query heads per kv head,
 `d` head_dim. One memory per layer and per kv head; every query head of a group reads it.
+Heads come first (`[b, k, g, n, d]`, `[b, k, n, d]`: `ops.local.group_heads`), so (b, k) lead
+as the batch of every matmul and XLA moves no data around them (docs/performance.md).
 """
 
 import dataclasses
@@ -66,23 +68,19 @@ def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Ar
     """A_mem = σ(q) M / (σ(q) z) from the state left by the previous segment.
 
     Args:
-      sq: σ(q), float32 `[b, n, k, g, d]`.
+      sq: σ(q), float32 `[b, k, g, n, d]`.
       memory: the state before this segment.
       reads: bool `[b, n]`, tokens allowed to read it (same document, not padding).
 
     Returns:
-      `(a_mem [b, n, k, g, d], has_memory [b, n, k, g])`; A_mem is 0 where the memory is
+      `(a_mem [b, k, g, n, d], has_memory [b, k, g, n])`; A_mem is 0 where the memory is
       empty (z all zero) or not readable by that token.
     """
-    b, n, k, g, d = sq.shape
     nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
-    has = reads[:, :, None, None] & nonempty[:, None, :, None]
-    # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1]. σ(q) is moved
-    # to [b, k, g·n, d] first, so (b, k) lead as the matmul's batch: about 10% faster than
-    # letting XLA transpose around "bnkgd,bkde" (docs/performance.md, `bench.memory_path`).
-    rows = jnp.einsum("bnkgd->bkgnd", sq).reshape(b, k, g * n, d)
-    both = jnp.einsum("bkrd,bkde->bkre", rows, _with_z(memory.m, memory.z))
-    both = jnp.einsum("bkgne->bnkge", both.reshape(b, k, g, n, d + 1))
+    has = reads[:, None, None, :] & nonempty[:, :, None, None]
+    # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1].
+    both = jnp.einsum("bkgnd,bkde->bkgne", sq, _with_z(memory.m, memory.z))
+    has = jnp.broadcast_to(has, both.shape[:-1])
     return _safe_ratio(both[..., :-1], both[..., -1], has), has
 
 
@@ -106,8 +104,8 @@ def memory_write(
     are written. A segment of padding only leaves the memory unchanged.
 
     Args:
-      sk: σ(k), float32 `[b, n, k, d]`.
-      v: values `[b, n, k, d]`.
+      sk: σ(k), float32 `[b, k, n, d]`.
+      v: values `[b, k, n, d]`.
       memory: the state before this segment.
       mask: bool `[b, n]`, False = padding.
       segment_ids: int `[b, n]` document ids.
@@ -122,17 +120,15 @@ def memory_write(
     m = jnp.where(keep[:, None, None, None], memory.m, 0.0)
     z = jnp.where(keep[:, None, None], memory.z, 0.0)
     write = (mask & (segment_ids == doc[:, None])).astype(jnp.float32)
-    # [b, k, n, d], so (b, k) lead as the matmuls' batch, as in `memory_read`.
-    skt = jnp.einsum("bnkd->bknd", sk)
-    vt = jnp.einsum("bnkd->bknd", v.astype(jnp.float32))
+    vt = v.astype(jnp.float32)
     if update == "delta":
-        both = jnp.einsum("bknd,bkde->bkne", skt, _with_z(m, z))
+        both = jnp.einsum("bknd,bkde->bkne", sk, _with_z(m, z))
         vt = vt - _safe_ratio(both[..., :-1], both[..., -1], jnp.ones(both.shape[:-1], bool))
     elif update != "linear":
         raise ValueError(f"update={update!r} is not one of {UPDATE_RULES}")
     # One matmul writes both: σ(K)ᵀ[V | 1] = [ΔM | Δz].
     ones = jnp.ones(vt.shape[:-1] + (1,), jnp.float32)
-    skw = skt * write[:, None, :, None]
+    skw = sk * write[:, None, :, None]
     delta = jnp.einsum("bknd,bkne->bkde", skw, jnp.concatenate([vt, ones], axis=-1))
     return Memory(m=m + delta[..., :-1], z=z + delta[..., -1], doc=doc)
 
@@ -177,20 +173,20 @@ def mix(
     """A = g(b)·A_mem + (1 − g(b))·A_dot, with A_mem = σ(q)M / σ(q)z read from `memory`.
 
     Args:
-      q: `[b, n, heads, d]` queries (before RoPE: the memory carries no positions).
-      a_dot: `[b, n, kv_heads, group, d]` float32 local attention output.
+      q: `[b, kv_heads, group, n, d]` queries (`group_heads`; before RoPE: the memory carries
+        no positions).
+      a_dot: `[b, kv_heads, group, n, d]` float32 local attention output.
       balance: `[heads]` raw balance factors b.
       memory: the state left by the previous segment.
       reads: `[b, n]` bool, tokens allowed to read it (same document, not padding).
       options: `gate` picks g; `empty_memory="local"` returns A_dot where nothing can be read.
 
     Returns:
-      `[b, n, kv_heads, group, d]` float32.
+      `[b, kv_heads, group, n, d]` float32.
     """
-    kv, group = a_dot.shape[2:4]
-    sq = sigma(q).reshape(*a_dot.shape)
-    a_mem, has_memory = memory_read(sq, memory, reads)
-    g = gate_value(balance, options.gate).reshape(kv, group, 1)
+    kv, group = a_dot.shape[1:3]
+    a_mem, has_memory = memory_read(sigma(q), memory, reads)
+    g = gate_value(balance, options.gate).reshape(kv, group, 1, 1)
     out = g * a_mem + (1.0 - g) * a_dot
     if options.empty_memory == "local":
         out = jnp.where(has_memory[..., None], out, a_dot)

@@ -72,14 +72,18 @@ def rope_angles(positions: jax.Array, head_dim: int, rope: Rope) -> tuple[jax.Ar
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, rope: Rope) -> jax.Array:
-    """Rotates `x` `[batch, seq, heads, head_dim]` by `positions` `[seq]`; computed in float32.
+def apply_rope(x: jax.Array, positions: jax.Array, rope: Rope, seq_axis: int = 1) -> jax.Array:
+    """Rotates `x` by `positions` `[seq]`; computed in float32.
 
+    `x` is `[batch, seq, heads, head_dim]`, or any layout with head_dim last and the sequence on
+    `seq_axis` (e.g. `[batch, kv_heads, group, seq, head_dim]` with `seq_axis=3`).
     Returns an array of the same shape and dtype as `x`.
     """
     half = x.shape[-1] // 2
     cos, sin = rope_angles(positions, x.shape[-1], rope)
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    shape = [1] * x.ndim
+    shape[seq_axis], shape[-1] = positions.shape[0], half
+    cos, sin = cos.reshape(shape), sin.reshape(shape)
     xf = x.astype(jnp.float32)
     x1, x2 = xf[..., :half], xf[..., half:]
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
