@@ -78,8 +78,12 @@ def memory_read(sq: jax.Array, memory: Memory, reads: jax.Array) -> tuple[jax.Ar
     """
     nonempty = jnp.any(memory.z > 0, axis=-1)  # [b, k]
     has = reads[:, None, None, :] & nonempty[:, :, None, None]
-    # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1].
-    both = jnp.einsum("bkgnd,bkde->bkgne", sq, _with_z(memory.m, memory.z))
+    # One matmul gives numerator and denominator: σ(q) [M | z] → [..., d + 1], with (g, n) as
+    # one row axis: two contracted axes in its gradient cost XLA a copy (docs/performance.md).
+    b, k, g, n, d = sq.shape
+    rows = sq.reshape(b, k, g * n, d)
+    both = jnp.einsum("bkrd,bkde->bkre", rows, _with_z(memory.m, memory.z))
+    both = both.reshape(b, k, g, n, d + 1)
     has = jnp.broadcast_to(has, both.shape[:-1])
     return _safe_ratio(both[..., :-1], both[..., -1], has), has
 
