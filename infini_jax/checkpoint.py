@@ -117,7 +117,15 @@ def _merge(defaults: dict, saved: dict) -> dict:
 
 
 # Model fields that change how a step is computed, not what it computes: free to change on resume.
-COMPUTE_ONLY = ("attention_impl", "remat_policy", "remat_layers", "layer_remat_policy")
+COMPUTE_ONLY = (
+    "attention_impl",
+    "splash_block_q",
+    "splash_block_kv",
+    "splash_block_kv_compute",
+    "remat_policy",
+    "remat_layers",
+    "layer_remat_policy",
+)
 
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) -> None:

@@ -31,6 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
     mesh.data = -1  # Pure data-parallel replicas.
     mesh.fsdp = 1  # Parameters and optimizer state sharded over this axis (ZeRO-3 style).
     mesh.tensor = 1  # Tensor (head / MLP) parallelism.
+    # TPU slices joined over the data-center network (multi-slice): the data axis spans them
+    # (data-parallel across slices, data × fsdp × tensor inside each, over ICI); the sizes
+    # above are per slice. 1 = one slice (or any non-TPU job).
+    mesh.slices = 1
 
     # Logical parameter axis -> mesh axes (embed, vocab, mlp, heads, kv_heads, head_dim, layers).
     config.sharding_rules = (
@@ -66,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Kernel of the causal attention inside each window (infini_jax/ops/kernels.py): "auto"
     # (splash on TPU, pallas_gpu on GPU, else xla), "xla", "splash", "pallas_gpu" or "cudnn".
     model.attention_impl = "auto"
+    # Splash kernel blocks (tokens; multiples of 128), each lowered to the largest multiple of
+    # 128 that divides the window; the same sizes in the forward and backward passes.
+    model.splash_block_q = 512  # Query block.
+    model.splash_block_kv = 512  # Key/value block.
+    model.splash_block_kv_compute = 512  # Key/value sub-block of the inner loop (<= kv block).
     model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).
     model.gate = "hard_sigmoid"  # g(b): "sigmoid" or "hard_sigmoid" = clip(0.2·b + 0.5, 0, 1).
     model.balance_init = 0.0  # Initial balance factor b per head (g = 0.5); hard_sigmoid: |b| < 2.5

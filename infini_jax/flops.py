@@ -22,15 +22,20 @@ def param_count(model_cfg: ModelConfig) -> int:
     return model_cfg.num_layers * per_layer + embed + d
 
 
-def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward) under the convention above."""
+def forward_flops_per_token(model_cfg: ModelConfig, seq_len: int) -> dict[str, float]:
+    """Forward FLOPs per token by part (weights, attention, memory): a third of training's."""
     weights = param_count(model_cfg) - model_cfg.vocab_size * model_cfg.d_model
     if model_cfg.tie_embeddings:  # the tied table is also the output matmul
         weights += model_cfg.vocab_size * model_cfg.d_model
     window = seq_len if model_cfg.attention == "full" else model_cfg.segment_len
-    attention = 12 * model_cfg.num_layers * model_cfg.num_heads * model_cfg.head_dim * window
-    memory = memory_flops_per_token(model_cfg) if model_cfg.attention == "infini" else 0
-    return 6.0 * weights + attention + memory
+    attention = 4 * model_cfg.num_layers * model_cfg.num_heads * model_cfg.head_dim * window
+    memory = memory_flops_per_token(model_cfg) / 3 if model_cfg.attention == "infini" else 0
+    return {"weights": 2.0 * weights, "attention": float(attention), "memory": float(memory)}
+
+
+def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward) under the convention above."""
+    return 3.0 * sum(forward_flops_per_token(model_cfg, seq_len).values())
 
 
 def memory_flops_per_token(model_cfg: ModelConfig) -> int:

@@ -51,10 +51,6 @@ class MLP(nn.Module):
 
     model_cfg: ModelConfig
 
-    def _kernel(self, q: jax.Array) -> str:
-        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
-        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
-
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `[batch, seq, d_model]` → `[batch, seq, d_model]`."""
@@ -120,7 +116,14 @@ class Attention(nn.Module):
             )
         else:
             out = ops.local_attention(
-                q, k, v, mask=mask, segment_ids=segment_ids, rope=c.rope, impl=self._kernel(q)
+                q,
+                k,
+                v,
+                mask=mask,
+                segment_ids=segment_ids,
+                rope=c.rope,
+                impl=self._kernel(q),
+                blocks=c.splash_blocks,
             )
         out = checkpoint_name(out, "attention_out")  # what remat policy "attention_out" keeps
         y = _dense(c, c.d_model, ("heads", "head_dim", "embed"), "out", axis=(-2, -1))(out)
@@ -131,10 +134,6 @@ class Block(nn.Module):
     """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     model_cfg: ModelConfig
-
-    def _kernel(self, q: jax.Array) -> str:
-        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
-        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
     @nn.compact
     def __call__(self, x, state, mask, segment_ids):
@@ -163,10 +162,6 @@ class Transformer(nn.Module):
     """
 
     model_cfg: ModelConfig
-
-    def _kernel(self, q: jax.Array) -> str:
-        """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
-        return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
     @nn.compact
     def __call__(

@@ -59,7 +59,18 @@ class _ModelMethods(Section):
     @property
     def infini_options(self) -> InfiniOptions:
         """The options of the Infini-attention op, carried together."""
-        return InfiniOptions(self.memory_update, self.gate, self.empty_memory, self.rope)
+        return InfiniOptions(
+            self.memory_update,
+            self.gate,
+            self.empty_memory,
+            self.rope,
+            splash_blocks=self.splash_blocks,
+        )
+
+    @property
+    def splash_blocks(self) -> tuple[int, int, int]:
+        """The splash kernel's (q, kv, kv_compute) blocks, before fitting to the window."""
+        return (self.splash_block_q, self.splash_block_kv, self.splash_block_kv_compute)
 
     def window_len(self, seq_len: int) -> int:
         """Tokens per scan step: the whole sequence for "full", else `segment_len`."""
@@ -98,6 +109,13 @@ class _ModelMethods(Section):
                 "config.model.attention_impl='cudnn' needs model.dtype='bfloat16' and a head_dim "
                 f"that is a multiple of 8 and <= 256 (here {self.dtype}, {self.head_dim}); "
                 "use 'pallas_gpu' or 'auto'",
+            )
+        for name in ("splash_block_q", "splash_block_kv", "splash_block_kv_compute"):
+            value = getattr(self, name)
+            check(
+                is_int(value) and value > 0 and value % kernels.BLOCK == 0,
+                f"config.model.{name}={value!r} must be a positive multiple of {kernels.BLOCK} "
+                "(TPU lanes); it is fitted to the window (docs/config.md)",
             )
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")

@@ -1,5 +1,9 @@
 """Device mesh (data, fsdp, tensor) and shardings from logical axis names.
 
+With `mesh.slices > 1` (TPU multi-slice) the data axis spans the slices: each slice holds a
+data × fsdp × tensor block over its own ICI, and only the data-parallel gradient reduction
+crosses the slower data-center network (DCN) between them.
+
 Parameters carry logical axis names (see `infini_jax.layers`); `config.sharding_rules` maps
 them onto mesh axes. Optimizer-state leaves that mirror a parameter (Adam's moments) get that
 parameter's sharding; everything else (counters, scalars) is replicated. The batch is split over
@@ -10,6 +14,7 @@ import math
 
 import flax.linen as nn
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from infini_jax.defaults import base_config
@@ -34,6 +39,10 @@ class _MeshMethods(Section):
                 f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)",
             )
         check(sizes.count(-1) <= 1, "config.mesh: at most one of data, fsdp, tensor may be -1")
+        check(
+            is_int(self.slices) and self.slices > 0,
+            f"config.mesh.slices={self.slices!r} must be a positive integer (TPU slices)",
+        )
 
 
 MeshConfig = section("MeshConfig", _MeshMethods, base_config().mesh)
@@ -56,7 +65,14 @@ def check_rules(sharding_rules) -> None:
 
 
 def mesh_shape(mesh_cfg: MeshConfig, devices: int) -> tuple[int, int, int]:
-    """Resolves the one `-1` axis; the product must equal the device count."""
+    """The (data, fsdp, tensor) sizes of ONE slice of `devices // mesh.slices` devices: the
+    one `-1` axis resolved; the product must equal that count."""
+    if devices % mesh_cfg.slices:
+        raise ConfigError(
+            f"config.mesh.slices={mesh_cfg.slices} does not divide the {devices} devices; "
+            "set it to the number of TPU slices in the job"
+        )
+    devices //= mesh_cfg.slices
     sizes = [getattr(mesh_cfg, a) for a in AXES]
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
@@ -76,9 +92,25 @@ def mesh_shape(mesh_cfg: MeshConfig, devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(mesh_cfg: MeshConfig, devices=None) -> Mesh:
-    devices = devices if devices is not None else jax.devices()
+    """The (data, fsdp, tensor) mesh of `devices` (default: all), `mesh.slices` slices along
+    data. Devices of a multi-slice TPU job (or `infini_jax.tpu.compile_devices`) carry their
+    `slice_index`; elsewhere (CPU tests, GPUs) consecutive blocks of devices stand for slices."""
+    devices = list(devices if devices is not None else jax.devices())
     shape = mesh_shape(mesh_cfg, len(devices))
-    return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+    auto = (jax.sharding.AxisType.Auto,) * 3
+    if mesh_cfg.slices == 1:
+        return jax.make_mesh(shape, AXES, axis_types=auto, devices=devices)
+    dcn = (mesh_cfg.slices, 1, 1)
+    if all(hasattr(d, "slice_index") for d in devices):
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_hybrid_device_mesh(shape, dcn, devices)
+    else:
+        ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+        n = math.prod(shape)
+        blocks = [ordered[i * n : (i + 1) * n] for i in range(mesh_cfg.slices)]
+        grid = np.concatenate([jax.make_mesh(shape, AXES, devices=b).devices for b in blocks])
+    return Mesh(grid, AXES, axis_types=auto)
 
 
 def check_batch(batch_size: int, mesh: Mesh, micro_batches: int) -> None:
@@ -121,5 +153,42 @@ def tree_shardings(abstract_tree, params_sharding, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_tree)
 
 
+def check_divisible(abstract_tree, shardings) -> None:
+    """One `ConfigError` line for the first leaf whose sharded axis does not split evenly
+    over its mesh axes (e.g. 2 kv heads over tensor=4), before any compile."""
+    leaves = jax.tree_util.tree_leaves_with_path(abstract_tree)
+    for (path, leaf), sh in zip(leaves, jax.tree.leaves(shardings), strict=True):
+        for dim, axes in enumerate(sh.spec):
+            names = axes if isinstance(axes, tuple) else (axes,)
+            ways = math.prod(sh.mesh.shape[a] for a in names if a is not None)
+            if leaf.shape[dim] % ways:
+                where = "/".join(_names(path))
+                raise ConfigError(
+                    f"{where}: axis {dim} of {leaf.shape} does not split over "
+                    f"{'×'.join(n for n in names if n)}={ways} (config.mesh); choose mesh sizes "
+                    "that divide it, or map that logical axis to None in config.sharding_rules"
+                )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, BATCH)
+
+
+class InMesh:
+    """A jitted function that is called and lowered under `jax.set_mesh(mesh)`.
+
+    Tracing then sees the target's mesh: a fused attention kernel runs in `jax.shard_map` over
+    it (Pallas kernels are not partitioned by XLA) and `ops.kernels` picks the kernel and its
+    interpret mode from the mesh's platform, not the host's (a compile-only TPU mesh gets the
+    real Mosaic kernel). Every path that compiles a model step goes through one of these."""
+
+    def __init__(self, fn, mesh: Mesh):
+        self.fn, self.mesh = fn, mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.fn(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.fn.lower(*args, **kwargs)

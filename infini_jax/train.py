@@ -176,7 +176,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             writer.sync()  # gs://: the metrics up to a checkpoint reach the bucket with it
 
     kernel, why = ops.kernels.resolve(
-        model_cfg.attention_impl, model_cfg.window_len(data_cfg.seq_len)
+        model_cfg.attention_impl,
+        model_cfg.window_len(data_cfg.seq_len),
+        ops.kernels.mesh_platform(mesh),
     )
     if proc == 0:
         print(
@@ -186,8 +188,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"device ({peak_source})"
         )
     contexts = contextlib.ExitStack()
-    if kernel != "xla" and mesh.size > 1:  # the kernel runs in shard_map over this mesh
-        contexts.enter_context(jax.set_mesh(mesh))
+    contexts.enter_context(jax.set_mesh(mesh))  # validation too: kernels follow the mesh
     bar = tqdm(
         total=config.total_steps,
         initial=start,

@@ -161,7 +161,7 @@ class Training(NamedTuple):
     params_sh: object  # NamedShardings of the parameters
     state_sh: object  # NamedShardings of the whole TrainState
     batch_sh: object  # NamedSharding of every batch array
-    step: object  # the jitted, donated train step (`jit_train_step`)
+    step: sharding.InMesh  # the jitted, donated train step (`jit_train_step`) under the mesh
 
 
 def make_training(config, model_cfg: ModelConfig, mesh) -> Training:
@@ -172,8 +172,10 @@ def make_training(config, model_cfg: ModelConfig, mesh) -> Training:
     axes = model.param_logical_axes(model_cfg)
     params_sh = sharding.param_shardings(axes, mesh, config.sharding_rules)
     state_sh = sharding.tree_shardings(abstract, params_sh, mesh)
+    sharding.check_divisible(abstract, state_sh)
     batch_sh = sharding.batch_sharding(mesh)
     step = jit_train_step(model_cfg, tx, schedules, opt.micro_batches, state_sh, batch_sh)
+    step = sharding.InMesh(step, mesh)
     return Training(tx, schedules, abstract, params_sh, state_sh, batch_sh, step)
 
 

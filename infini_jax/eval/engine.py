@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax import model, ops
+from infini_jax import model, ops, sharding
 from infini_jax.model_config import ModelConfig
 from infini_jax.sharding import BATCH
 
@@ -95,18 +95,8 @@ class Engine:
         self.memory_stats = memory_stats and self.model_cfg.attention == "infini"
         self.align_end = model_cfg.attention == "full" and full_context > 0
         self._chunk = jax.jit(self._chunk_fn, donate_argnums=1)
-        if mesh is not None and mesh.size > 1 and ops.kernels.may_fuse(model_cfg.attention_impl):
-            self._chunk = self._in_mesh(self._chunk)
-
-    def _in_mesh(self, fn):
-        """`fn` traced under `jax.set_mesh(self.mesh)`: a fused attention kernel then runs in
-        `shard_map` over it (`ops.kernels`); "xla" needs no mesh context."""
-
-        def wrapped(*args):
-            with jax.set_mesh(self.mesh):
-                return fn(*args)
-
-        return wrapped
+        if mesh is not None:  # a fused kernel follows the mesh's platform, in shard_map
+            self._chunk = sharding.InMesh(self._chunk, mesh)
 
     def window(self, length: int) -> int:
         return length if self.model_cfg.attention == "full" else self.model_cfg.segment_len

@@ -91,6 +91,7 @@ def infini_segment(
             segment_ids=segment_ids,
             rope=options.rope,
             impl=options.attention_impl,
+            blocks=options.splash_blocks,
         )
         a_dot = group_heads(a_dot, kv).astype(jnp.float32)
     reads = mask & (segment_ids == memory.doc[:, None])

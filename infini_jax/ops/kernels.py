@@ -11,15 +11,22 @@
 - "auto": splash on TPU, pallas_gpu on GPU, xla elsewhere, or xla when the window does not
   split into the kernels' 128-token blocks; `resolve` says what it picked and why.
 
+The platform is the target's, not the host's: the devices of the mesh set with `jax.set_mesh`
+around the trace (`target_platform`). A train step lowered on a CPU host for a compile-only TPU
+mesh (`infini_jax.plan --topology`) therefore gets the real Mosaic splash kernel, not its
+interpreter; without a mesh it is JAX's default backend.
+
 A padding mask is folded into the segment ids (padded positions get their own id), so every
-kernel sees one `[batch, seq]` id array. Where the hardware is absent (tests on CPU), splash and
-pallas_gpu run in Pallas interpret mode and cudnn's call runs its XLA implementation: the same
+kernel sees one `[batch, seq]` id array. Where the target is not the kernel's platform (tests on
+CPU), splash and pallas_gpu run in Pallas interpret mode and cudnn's call runs its XLA implementation: the same
 code around the kernel, checked against "xla" for outputs and gradients.
 
 Pallas calls are not partitioned by XLA, so under a mesh of several devices (set with
 `jax.set_mesh`, as training and evaluation do) the kernel runs in `jax.shard_map`: batch over
 data × fsdp, heads over tensor.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +35,8 @@ from jax.sharding import PartitionSpec as P
 
 IMPLS = ("auto", "xla", "cudnn", "splash", "pallas_gpu")
 BLOCK = 128  # the kernels' block size along the sequence (a multiple of TPU lanes)
+# Splash blocks (q, kv, kv_compute) before fitting to the window: MaxText's 512 defaults.
+SPLASH_BLOCKS = (512, 512, 512)
 _PLATFORM = {"splash": "tpu", "pallas_gpu": "gpu", "cudnn": "gpu"}
 WINDOW_MULTIPLE = {"splash": BLOCK, "pallas_gpu": 16}  # what each kernel's blocks need
 
@@ -40,10 +49,22 @@ def check_window(impl: str, window: int) -> str:
     return ""
 
 
+def target_platform() -> str:
+    """The platform the code being traced is compiled for: that of the mesh set with
+    `jax.set_mesh` (compile-only TPU devices included), else JAX's default backend."""
+    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+    return device.platform if device is not None else jax.default_backend()
+
+
+def mesh_platform(mesh: jax.sharding.Mesh | None) -> str:
+    """The platform of a concrete mesh's devices (JAX's default backend for None)."""
+    return jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+
+
 def resolve(impl: str, window: int, platform: str | None = None) -> tuple[str, str]:
-    """`(backend, why)` for `model.attention_impl = impl` on `platform` (default: JAX's) with
-    attention windows of `window` tokens."""
-    platform = platform or jax.default_backend()
+    """`(backend, why)` for `model.attention_impl = impl` on `platform` (default:
+    `target_platform()`) with attention windows of `window` tokens."""
+    platform = platform or target_platform()
     if impl != "auto":
         return impl, "chosen"
     if window % BLOCK:
@@ -58,11 +79,33 @@ def may_fuse(impl: str, platform: str | None = None) -> bool:
 
 
 def _interpret(backend: str) -> bool:
-    return jax.default_backend() != _PLATFORM[backend]
+    """Pallas interpret mode (or cudnn's XLA path) where the target lacks the hardware."""
+    return target_platform() != _PLATFORM[backend]
+
+
+def fit_block(block: int, window: int) -> int:
+    """The largest multiple of `BLOCK` that is at most `block` and divides `window` (a
+    multiple of `BLOCK`): a configured splash block fitted to the window."""
+    fitted = max(BLOCK, min(block, window) // BLOCK * BLOCK)
+    while window % fitted:
+        fitted -= BLOCK
+    return fitted
+
+
+def splash_block_sizes(blocks: tuple[int, int, int], window: int) -> tuple[int, int, int]:
+    """`(q, kv, kv_compute)` blocks of `model.splash_block_*` fitted to the window: each
+    divides it, and kv_compute divides kv."""
+    q, kv = fit_block(blocks[0], window), fit_block(blocks[1], window)
+    return q, kv, fit_block(blocks[2], kv)
 
 
 def fused_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, ids: jax.Array, backend: str
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    ids: jax.Array,
+    backend: str,
+    blocks: tuple[int, int, int] = SPLASH_BLOCKS,
 ) -> jax.Array:
     """Causal attention inside the window, documents kept apart by `ids`.
 
@@ -70,11 +113,16 @@ def fused_attention(
       q: `[batch, seq, heads, head_dim]` after RoPE; k, v: `[batch, seq, kv_heads, head_dim]`.
       ids: `[batch, seq]` int32 document ids (a query attends to keys of its own id).
       backend: "splash", "pallas_gpu" or "cudnn".
+      blocks: splash's (q, kv, kv_compute) block sizes before `splash_block_sizes` fits them.
 
     Returns:
       `[batch, seq, heads, head_dim]` in `q.dtype`, scaled by `1/sqrt(head_dim)`.
     """
-    fn = {"splash": _splash, "pallas_gpu": _pallas_gpu, "cudnn": _cudnn}[backend]
+    fn = {
+        "splash": functools.partial(_splash, blocks=blocks),
+        "pallas_gpu": _pallas_gpu,
+        "cudnn": _cudnn,
+    }[backend]
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1:
         return fn(q, k, v, ids)
@@ -93,23 +141,25 @@ def fused_attention(
     )(q, k, v, ids)
 
 
-def _block_sizes(t: int):
+def _block_sizes(blocks: tuple[int, int, int], t: int):
+    """Splash's forward and backward blocks: q for queries, kv for keys, kv_compute for the
+    keys' inner loop, the same in the forward, dkv and dq passes."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 
-    b = min(BLOCK, t)
+    q, kv, kvc = splash_block_sizes(blocks, t)
     return sk.BlockSizes(
-        block_q=b,
-        block_kv=b,
-        block_kv_compute=b,
-        block_q_dkv=b,
-        block_kv_dkv=b,
-        block_kv_dkv_compute=b,
-        block_q_dq=b,
-        block_kv_dq=b,
+        block_q=q,
+        block_kv=kv,
+        block_kv_compute=kvc,
+        block_q_dkv=q,
+        block_kv_dkv=kv,
+        block_kv_dkv_compute=kvc,
+        block_q_dq=q,
+        block_kv_dq=kv,
     )
 
 
-def _splash(q, k, v, ids):
+def _splash(q, k, v, ids, blocks):
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
@@ -118,7 +168,7 @@ def _splash(q, k, v, ids):
     group = h // kv
     mask = sm.MultiHeadMask([sm.CausalMask((t, t)) for _ in range(group)])
     kernel = sk.make_splash_mqa_single_device(
-        mask, block_sizes=_block_sizes(t), interpret=_interpret("splash")
+        mask, block_sizes=_block_sizes(blocks, t), interpret=_interpret("splash")
     )
     # [b, kv, group, t, d] queries, pre-scaled (the kernel does not scale); [b, kv, t, d] K, V.
     qs = jnp.moveaxis(q.reshape(b, t, kv, group, d), 1, 3) * (1.0 / np.sqrt(d)).astype(q.dtype)

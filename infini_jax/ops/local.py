@@ -35,6 +35,7 @@ def local_attention(
     rope: Rope = DEFAULT_ROPE,
     query_block: int = 2048,
     impl: str = "xla",
+    blocks: tuple[int, int, int] = kernels.SPLASH_BLOCKS,
 ) -> jax.Array:
     """Causal dot-product attention with RoPE positions `0 .. seq-1` inside the window.
 
@@ -49,6 +50,7 @@ def local_attention(
       query_block: as in `grouped_attention`.
       impl: "xla" (`grouped_attention`, the einsum softmax), or a fused kernel of `ops.kernels`
         ("splash", "pallas_gpu", "cudnn"; already resolved from "auto").
+      blocks: the splash kernel's (q, kv, kv_compute) blocks (`model.splash_block_*`).
 
     Returns:
       `[batch, seq, heads, head_dim]` in `q.dtype`. Logits and softmax are float32, scaled by
@@ -61,7 +63,7 @@ def local_attention(
         if mask is not None:  # padded tokens: a document of their own, zeroed below
             ids = jnp.where(mask, ids, jnp.iinfo(jnp.int32).min)
         qr, kr = apply_rope(q, positions, rope), apply_rope(k, positions, rope)
-        out = kernels.fused_attention(qr, kr, v, ids, impl)
+        out = kernels.fused_attention(qr, kr, v, ids, impl, blocks)
         if mask is not None:
             out = out * mask[:, :, None, None].astype(out.dtype)
         return out.astype(q.dtype)

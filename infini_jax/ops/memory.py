@@ -153,6 +153,7 @@ class InfiniOptions:
     empty_memory: str = "gate"
     rope: Rope = Rope()
     attention_impl: str = "xla"  # the local attention's kernel (`ops.kernels`), resolved
+    splash_blocks: tuple[int, int, int] = (512, 512, 512)  # its (q, kv, kv_compute) blocks
 
     def check(self) -> None:
         """One ValueError line for an unknown option."""
