@@ -214,11 +214,12 @@ def _headline(p: dict) -> list[str]:
     ]
     if p["compiler"] == "tpu":
         slices = f" × {p['slices']} slices" if p["slices"] > 1 else ""
+        calls = p["fused_attention_calls"]
         lines.append(
             f"target: TPU {p['topology']}{slices} ({p['topology_string']}, {p['chips']} chips), "
             f"compiled by the TPU compiler in {p['compile_s']:.1f} s; attention kernel "
-            f"{p['kernel']} ({p['kernel_why']}), {p['fused_attention_calls'] or 0} Mosaic "
-            "kernel calls in the compiled step"
+            f"{p['kernel']} ({p['kernel_why']}), "
+            + (f"{calls} Mosaic kernel calls in the compiled step" if calls is not None else "")
         )
     else:
         lines.append(

@@ -90,39 +90,6 @@ def test_kinds_are_timed_in_interleaved_rounds_and_the_ratio_is_paired(monkeypat
     assert "rounds" not in got["detail"]
 
 
-def test_remat_bench_memory_falls_as_less_is_saved_and_best_picks_the_cheapest_fit():
-    import jax
-
-    from infini_jax.bench import remat
-    from infini_jax.config import load_config
-
-    config = load_config("configs/tiny.py")
-    config.data.seq_len, config.data.batch_size = 1024, 8  # activations dominate the peak
-    jax.config.update("jax_platforms", "cpu")
-    wanted = {("none", False, 1), ("nothing_saveable", False, 1)}
-    picked = [
-        s
-        for s in remat.settings([8])
-        if (s["remat_policy"], s["remat_layers"], s["micro_batches"]) in wanted
-    ]
-    records = {
-        (r["remat_policy"], r["remat_layers"], r["micro_batches"]): r
-        for r in (remat.measure(config, s) for s in picked)
-    }
-    peak = {k: r["peak_bytes"] for k, r in records.items()}
-    assert peak[("none", False, 1)] > 1.5 * peak[("nothing_saveable", False, 1)]
-    # best: the cheapest policy that fits, then the largest batch, then fewest micro-batches.
-    rows = list(records.values())
-    rows.append(rows[0] | {"micro_batches": 4})  # the same policy with more micro-batches
-    for r in rows:
-        r["fits"] = {"h100": True, "v5e": r["remat_policy"] == "nothing_saveable", "v5p": False}
-    assert remat.best(rows, "h100")["remat_policy"] == "none"
-    assert remat.best(rows, "h100")["micro_batches"] == 1  # the fewest micro-batches
-    got = remat.best(rows, "v5e")
-    assert (got["remat_policy"], got["remat_layers"]) == ("nothing_saveable", False)
-    assert remat.best(rows, "v5p") is None
-
-
 def test_memory_path_bench_runs_the_model_ops_and_counts_their_flops():
     import dataclasses
 

@@ -32,13 +32,22 @@ def _inputs(dtype=jnp.float32):
     return q, k, v, ids, mask
 
 
-@pytest.mark.parametrize("impl", ["splash", "pallas_gpu", "cudnn"])
-def test_kernel_equals_xla_outputs_and_gradients(impl):
+@pytest.mark.parametrize(
+    "impl, blocks",
+    [
+        ("splash", kernels.SPLASH_BLOCKS),  # fitted to the 256-token window: one block
+        ("splash", (128, 256, 128)),  # two query blocks, kv in two compute steps
+        ("pallas_gpu", None),
+        ("cudnn", None),
+    ],
+)
+def test_kernel_equals_xla_outputs_and_gradients(impl, blocks):
     q, k, v, ids, mask = _inputs()
     weights = jax.random.normal(jax.random.key(1), (B, T, H, D))
+    blocks = blocks or kernels.SPLASH_BLOCKS
 
     def loss(q, k, v, impl):
-        out = ops.local_attention(q, k, v, mask=mask, segment_ids=ids, impl=impl)
+        out = ops.local_attention(q, k, v, mask=mask, segment_ids=ids, impl=impl, blocks=blocks)
         return jnp.sum(out * weights), out
 
     (_, want), want_grads = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(q, k, v, "xla")

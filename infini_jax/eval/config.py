@@ -37,6 +37,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.mesh.data = -1  # Data-parallel replicas for the sample batch; -1 = all devices.
     config.mesh.fsdp = 1  # Parameter sharding axis (parameters follow the training rules).
     config.mesh.tensor = 1  # Tensor-parallel axis.
+    config.mesh.slices = 1  # TPU slices over DCN; the data axis spans them (as in training).
     return config
 
 

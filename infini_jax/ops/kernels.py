@@ -17,9 +17,10 @@ mesh (`infini_jax.plan --topology`) therefore gets the real Mosaic splash kernel
 interpreter; without a mesh it is JAX's default backend.
 
 A padding mask is folded into the segment ids (padded positions get their own id), so every
-kernel sees one `[batch, seq]` id array. Where the target is not the kernel's platform (tests on
-CPU), splash and pallas_gpu run in Pallas interpret mode and cudnn's call runs its XLA implementation: the same
-code around the kernel, checked against "xla" for outputs and gradients.
+kernel sees one `[batch, seq]` id array. Where the target is not the kernel's platform (tests
+on CPU), splash and pallas_gpu run in Pallas interpret mode and cudnn's call runs its XLA
+implementation: the same code around the kernel, checked against "xla" for outputs and
+gradients.
 
 Pallas calls are not partitioned by XLA, so under a mesh of several devices (set with
 `jax.set_mesh`, as training and evaluation do) the kernel runs in `jax.shard_map`: batch over
