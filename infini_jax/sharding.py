@@ -96,6 +96,12 @@ def make_mesh(mesh_cfg: MeshConfig, devices=None) -> Mesh:
     data. Devices of a multi-slice TPU job (or `infini_jax.tpu.compile_devices`) carry their
     `slice_index`; elsewhere (CPU tests, GPUs) consecutive blocks of devices stand for slices."""
     devices = list(devices if devices is not None else jax.devices())
+    found = {getattr(d, "slice_index", 0) for d in devices}
+    if len(found) > 1 and len(found) != mesh_cfg.slices:
+        raise ConfigError(
+            f"config.mesh.slices={mesh_cfg.slices} but the job's devices span {len(found)} TPU "
+            f"slices; set --config.mesh.slices={len(found)}"
+        )
     shape = mesh_shape(mesh_cfg, len(devices))
     auto = (jax.sharding.AxisType.Auto,) * 3
     if mesh_cfg.slices == 1:

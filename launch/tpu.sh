@@ -20,6 +20,11 @@
 # read from local disk: with DATA_BUCKET=my-data-bucket, `install` also mounts it read-only at
 # $MOUNT (default /mnt/data) with Cloud Storage FUSE, for --config.data.source=/mnt/data/...
 # --dry-run (or DRY_RUN=1) prints every gcloud command instead of running it.
+#
+# Multi-slice: SLICES=N (N > 1) queues N slices of ACCELERATOR_TYPE as one queued resource
+# (nodes TPU_NAME-0 .. TPU_NAME-{N-1}, joined over the data-center network); every other action
+# then runs on every worker of every slice. The training command must say so too:
+# --config.mesh.slices=N (the data axis spans the slices; `train` refuses a mismatch).
 set -euo pipefail
 
 dry_run=${DRY_RUN:-0}
@@ -28,7 +33,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
   shift
 fi
 action=${1:-}
-[[ -n "$action" ]] || { sed -n '2,22p' "$0" >&2; exit 2; }
+[[ -n "$action" ]] || { sed -n '2,27p' "$0" >&2; exit 2; }
 shift
 if [[ "${1:-}" == "--" ]]; then shift; fi
 
@@ -39,6 +44,14 @@ ACCELERATOR_TYPE=${ACCELERATOR_TYPE:-v5p-8}
 RUNTIME_VERSION=${RUNTIME_VERSION:-v2-alpha-tpuv5}
 REPO_DIR=${REPO_DIR:-infini_jax}  # on the workers, relative to the home directory
 MOUNT=${MOUNT:-/mnt/data}
+SLICES=${SLICES:-1}
+[[ "$SLICES" =~ ^[1-9][0-9]*$ ]] || { echo "$0: SLICES must be a positive integer" >&2; exit 2; }
+if ((SLICES > 1)); then
+  QUEUED=1  # multi-slice needs a queued resource
+  mapfile -t NODES < <(for ((i = 0; i < SLICES; i++)); do echo "$TPU_NAME-$i"; done)
+else
+  NODES=("$TPU_NAME")
+fi
 
 run() {  # prints the command (dry run) or runs it
   if [[ "$dry_run" == 1 ]]; then
@@ -49,17 +62,30 @@ run() {  # prints the command (dry run) or runs it
   fi
 }
 
-tpu_ssh() {  # tpu_ssh WORKER COMMAND_STRING
-  run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --project="$PROJECT" --zone="$ZONE" \
-    --worker="$1" --command="$2"
+tpu_ssh() {  # tpu_ssh WORKER COMMAND_STRING: on every slice's node at once (worker 0: the first)
+  local node nodes=("${NODES[@]}") pids=()
+  [[ "$1" == all ]] || nodes=("${NODES[0]}")
+  for node in "${nodes[@]}"; do
+    if [[ "$dry_run" == 1 ]]; then  # printed in order
+      run gcloud compute tpus tpu-vm ssh "$node" --project="$PROJECT" --zone="$ZONE" \
+        --worker="$1" --command="$2"
+      continue
+    fi
+    gcloud compute tpus tpu-vm ssh "$node" --project="$PROJECT" --zone="$ZONE" \
+      --worker="$1" --command="$2" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
 }
 
 case "$action" in
   create)
     spot=()
     [[ "${SPOT:-0}" == 1 ]] && spot=(--spot)
+    nodes=(--node-id="$TPU_NAME")
+    ((SLICES > 1)) && nodes=(--node-count="$SLICES" --node-prefix="$TPU_NAME")
     if [[ "${QUEUED:-0}" == 1 ]]; then
-      run gcloud compute tpus queued-resources create "$TPU_NAME" --node-id="$TPU_NAME" \
+      run gcloud compute tpus queued-resources create "$TPU_NAME" "${nodes[@]}" \
         --project="$PROJECT" --zone="$ZONE" --accelerator-type="$ACCELERATOR_TYPE" \
         --runtime-version="$RUNTIME_VERSION" "${spot[@]}"
     else
@@ -70,8 +96,10 @@ case "$action" in
   install)
     archive=$(mktemp -d)/infini_jax.tar.gz
     run git -C "$(dirname "$0")/.." archive --format=tar.gz -o "$archive" HEAD
-    run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME": --project="$PROJECT" \
-      --zone="$ZONE" --worker=all
+    for node in "${NODES[@]}"; do
+      run gcloud compute tpus tpu-vm scp "$archive" "$node": --project="$PROJECT" \
+        --zone="$ZONE" --worker=all
+    done
     mount=""
     if [[ -n "${DATA_BUCKET:-}" ]]; then
       mount=" && sudo mkdir -p $MOUNT && (mountpoint -q $MOUNT || \

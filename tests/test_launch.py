@@ -58,6 +58,14 @@ def test_tpu_dry_runs():
     install = dry("install", DATA_BUCKET="data").replace("\\", "")
     assert "gcsfuse --implicit-dirs -o ro,allow_other data /mnt/data" in install
     assert "--worker=all" in dry("stop")
+    # Two slices: one queued resource of 2 nodes; every action on both nodes.
+    multi = dict(SLICES="2", ACCELERATOR_TYPE="v5p-8")
+    assert "queued-resources create pod --node-count=2 --node-prefix=pod" in dry("create", **multi)
+    run = dry("run", "--", "python3", "-m", "infini_jax.train", "--config.mesh.slices=2", **multi)
+    assert [ln.split()[5] for ln in run.splitlines()] == ["pod-0", "pod-1"]
+    assert "ssh pod-0 " in dry("logs", **multi) and "pod-1" not in dry("logs", **multi)
+    install = dry("install", **multi)
+    assert "scp" in install and " pod-0: " in install and " pod-1: " in install
     missing = sh("bash", "launch/tpu.sh", "--dry-run", "create", env={"PATH": os.environ["PATH"]})
     assert missing.returncode != 0 and "set PROJECT" in missing.stderr
 
