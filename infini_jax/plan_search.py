@@ -5,7 +5,7 @@ Each setting is the config with `model.remat_policy` / `model.remat_layers`,
 changed, compiled by `plan.plan` (the TPU compiler with `--topology`). Recomputed FLOPs are the
 model FLOPs (`infini_jax.flops`'s matmul convention) the backward pass spends redoing the
 forward under each policy (`POLICIES`). The best setting fits with headroom, has the most tokens
-per device, then the least recomputation, then the fewest micro-batches.
+per device, then the least recomputation, then the fewest micro-batches, then the lowest peak.
 
 The grid is bounded and pruned: policies cheapest first; for each, batches from small to large,
 each with the fewest micro-batches that fit; a batch that fits with none ends the policy (a
@@ -119,17 +119,14 @@ def search(
 
 def best(records: list[dict]) -> dict | None:
     """The fitting setting with the most tokens per device, then the least recomputation,
-    then the fewest micro-batches."""
-    fitting = [r for r in records if r["fits"]]
-    return min(
-        fitting,
-        key=lambda r: (
-            -r["tokens_per_device"],
-            r["recomputed_flops_per_device"],
-            r["micro_batches"],
-        ),
-        default=None,
-    )
+    then the fewest micro-batches, then the lowest peak (attention_out and nothing_saveable
+    recompute alike)."""
+
+    def key(r):
+        tokens, flops = r["tokens_per_device"], r["recomputed_flops_per_device"]
+        return (-tokens, flops, r["micro_batches"], r["peak_bytes"])
+
+    return min((r for r in records if r["fits"]), key=key, default=None)
 
 
 def _gib(n: float) -> str:

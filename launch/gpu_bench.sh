@@ -2,7 +2,7 @@
 # The accelerator check of the performance issue, in a few minutes on one GPU (or TPU chip):
 # the 300M config at 8K tokens for full, local and infini attention, with the fused kernel that
 # `auto` picks, with the plain XLA path for comparison, and with the remat / batch settings
-# that `python -m infini_jax.bench.remat` picks for one H100 from compiled memory (no
+# that fit one H100 by the CPU compiler's estimate (`python -m infini_jax.plan --search`; no
 # recomputed forward pass: remat_policy=none, batch 8 in 4 micro-batches; and dots_saveable at
 # batch 4). Records tokens/s, MFU against the bf16 matmul measured in the same run and against
 # the datasheet, and compiled memory. Then the memory path alone (`bench.memory_path`): its MFU

@@ -37,6 +37,14 @@ def _tiny(**overrides):
     return c
 
 
+# The tiny config on the command line, with 128-token segments.
+TINY_ARGS = (
+    "--config=configs/tiny.py",
+    "--config.model.segment_len=128",
+    "--config.data.seq_len=512",
+)
+
+
 def _cli(*args, timeout=300):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "infini_jax.plan", *args]
@@ -157,10 +165,8 @@ def test_the_seed_config_compiles_for_v5p_8(tmp_path):
 
 def test_a_step_that_runs_out_of_hbm_is_a_no_not_a_traceback(tmp_path):
     r = _cli(
-        "--config=configs/tiny.py",
+        *TINY_ARGS,
         "--topology=v5e-4",
-        "--config.model.segment_len=128",
-        "--config.data.seq_len=512",
         "--config.data.batch_size=65536",
         "--config.model.remat_policy=none",
         f"--json={tmp_path}/p.json",
@@ -179,13 +185,7 @@ def test_bad_targets_are_one_line(tmp_path):
     r = _cli("--config=configs/tiny.py", "--topology=v5p-8", "--mesh=fsdp:3")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "must equal the 4 devices of one v5p-8 slice" in r.stderr
-    r = _cli(
-        "--config=configs/tiny.py",
-        "--topology=v5e-4",
-        "--config.model.segment_len=128",
-        "--config.data.seq_len=512",
-        "--mesh=tensor:4",
-    )
+    r = _cli(*TINY_ARGS, "--topology=v5e-4", "--mesh=tensor:4")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "key/kernel: axis 2 of (2, 128, 2, 32) does not split over tensor=4" in r.stderr
     # Without libtpu: hide it from the import system, then run the real entry point.
@@ -258,10 +258,8 @@ def test_search_prunes_and_picks_the_most_tokens_then_the_least_recomputation(mo
 
 def test_search_on_the_tpu_compiler_writes_its_table(tmp_path):
     r = _cli(
-        "--config=configs/tiny.py",
+        *TINY_ARGS,
         "--topology=v5e-4",
-        "--config.model.segment_len=128",
-        "--config.data.seq_len=512",
         "--search",
         "--search_batches=1,2",
         f"--json={tmp_path}/s.json",
