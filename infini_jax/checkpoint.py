@@ -345,9 +345,9 @@ def load_tokenizer(path: str, config: ml_collections.ConfigDict) -> tokenizer.To
     """The tokenizer of the checkpoint at `path` whose saved config is `config`: the one it
     names, or the built-in one cached in its workdir; checked against its model."""
     workdir, _ = resolve(path)
-    vocab = validate(config).vocab_size
+    model_cfg = validate(config)
     return pipeline.resolve_tokenizer(
-        DataConfig.from_config(config.data), workdir, vocab, config.seed
+        DataConfig.from_config(config.data), workdir, model_cfg.vocab_size, config.seed, model_cfg
     )
 
 

@@ -92,6 +92,27 @@ def _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_pr
     return run
 
 
+def _report(workdir: str, config, model_cfg, params, tok) -> dict:
+    """Writes the end-of-run report (process 0); returns the last metrics' passkey entry."""
+    summary = write_report(workdir, config, model_cfg, params, tok)
+    print(f"report: {workdir}/report.md; {format_summary(summary)}")
+    return {"passkey": summary}
+
+
+def _missing_report(config, workdir: str, model_cfg, tok) -> dict:
+    """A finished run whose report was never written (it stopped after the last checkpoint):
+    writes it from the last checkpoint's parameters."""
+    if not config.report.passkey_multiples or storage.exists(storage.join(workdir, "report.md")):
+        return {}
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            print(f"{workdir}/report.md is missing: run this command in one process to write it")
+        return {}
+    _, step, params = checkpoint.load_params(workdir)
+    print(f"writing the missing report from step {step}")
+    return _report(workdir, config, model_cfg, params, tok)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
     workdir = storage.absolute(workdir)
@@ -110,7 +131,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"config.data.batch_size={data_cfg.batch_size} is not divisible by "
             f"the {n_proc} processes"
         )
-    tok = pipeline.resolve_tokenizer(data_cfg, workdir, model_cfg.vocab_size, config.seed)
+    tok = pipeline.resolve_tokenizer(
+        data_cfg, workdir, model_cfg.vocab_size, config.seed, model_cfg
+    )
     mngr = checkpoint.manager(workdir, config)
     start = mngr.latest_step() or 0
     if start:  # before config.json is rewritten; an unreadable step is handled at restore
@@ -120,7 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{workdir}: already trained {start} of total_steps={config.total_steps}; nothing "
             "to do (raise --config.total_steps to continue)"
         )
-        return {}
+        return _missing_report(config, workdir, model_cfg, tok)
     if proc == 0:
         save_config(config, workdir)
 
@@ -264,9 +287,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if int(state.step) == config.total_steps and config.report.passkey_multiples:
         params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
         if proc == 0:
-            summary = write_report(workdir, config, model_cfg, params, tok)
-            print(f"report: {workdir}/report.md; {format_summary(summary)}")
-            last["passkey"] = summary
+            last.update(_report(workdir, config, model_cfg, params, tok))
     return last
 
 

@@ -56,6 +56,22 @@ def test_bpe_ids_equal_transformers_fast_tokenizer(bpe):
         assert bpe.decode(ids) == hf.decode(ids, skip_special_tokens=True)
 
 
+def test_ids_beyond_the_tokenizer_decode_as_unknown_for_either_kind(bpe, tmp_path):
+    sp = tokenizer.default_tokenizer(str(tmp_path), 512)
+    for tok in (bpe, sp):
+        ids = tok.encode("The pass key is 42.")
+        text = tok.decode([*ids[:3], tok.vocab_size, *ids[3:], 10**6])
+        assert text.count(tokenizer.UNKNOWN) == 2, text
+        assert text.replace(tokenizer.UNKNOWN, "").replace(" ", "") == tok.decode(ids).replace(
+            " ", ""
+        )
+        assert tok.piece(tok.vocab_size + 5) == tokenizer.UNKNOWN
+    warning = sp.unused_rows(640, 128, tied=False)
+    assert "config.model.vocab_size=640 but tokenizer" in warning and "512 tokens: 128" in warning
+    assert "(32,768 parameters)" in warning and "\n" not in warning
+    assert sp.unused_rows(512, 128, tied=False) == ""
+
+
 def test_save_pretrained_directory_names_its_special_tokens(bpe, tmp_path):
     hf = transformers.PreTrainedTokenizerFast(
         tokenizer_file=bpe.path, eos_token="<s>", bos_token="</s>", pad_token="<unk>"

@@ -17,11 +17,12 @@ import numpy as np
 import optax
 import pytest
 
-from infini_jax import checkpoint, optim, train
-from infini_jax.config import load_config
+from infini_jax import checkpoint, model, optim, train
+from infini_jax.config import load_config, validate
 from infini_jax.errors import CheckpointError, ConfigError
+from infini_jax.train_report import write_report
 from infini_jax.train_step import init_state, train_step
-from tests.conftest import ROOT, config_path, small_model
+from tests.conftest import ROOT, config_path, run_cli, small_model
 
 SMALL = [
     "--config.model.d_model=64",
@@ -287,6 +288,58 @@ def test_end_of_run_report(tmp_path):
     assert len(backs) > 2 and max(backs) >= 4  # depths spread the needle over the segments
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 256 |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_path):
+    # data.md's route in small: a 512-token tokenizer under a 640-row model. Its predictions
+    # include ids the tokenizer lacks: they decode as "⁇" and count as wrong, never crash.
+    workdir = tmp_path / "w"
+    args = [
+        f"--workdir={workdir}",
+        "--config.model.vocab_size=640",
+        "--config.data.seq_len=128",
+        "--config.model.segment_len=32",
+        "--config.data.batch_size=4",
+        "--config.data.synthetic.min_length=128",
+        "--config.data.synthetic.max_length=128",
+        "--config.total_steps=2",
+        "--config.report.passkey_samples=2",
+    ]
+    r = run_cli("infini_jax.train", "--config=configs/tiny.py", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "vocab_size=640 but tokenizer" in warnings[0]
+    # Make the model predict an id the tokenizer lacks: swap the output column of the token
+    # it predicts most with row 600's, then write the report from those parameters.
+    saved, _, params = checkpoint.load_params(str(workdir))
+    model_cfg = validate(saved)
+    tok = checkpoint.load_tokenizer(str(workdir), saved)
+    tokens = jnp.asarray([tok.encode("What is the pass key? The pass key is 12. " * 4)[:32]])
+    logits, _ = model.segment_step(model_cfg, params, tokens, model.init_memory(model_cfg, 1))
+    top = int(np.bincount(np.asarray(jnp.argmax(logits, -1)).ravel()).argmax())
+    w = params["unembed"]["kernel"]
+    params["unembed"]["kernel"] = w.at[:, [top, 600]].set(w[:, [600, top]])
+    write_report(str(workdir), saved, model_cfg, params, tok)
+    samples = json.loads((workdir / "passkey.json").read_text())["samples"]
+    unknown = [s for s in samples if "⁇" in s["prediction"]]
+    assert unknown and not any(s["correct"] for s in unknown)
+    # A finished run whose report is missing writes it when run again.
+    (workdir / "report.md").unlink()
+    r = run_cli("infini_jax.train", "--config=configs/tiny.py", *args)
+    assert r.returncode == 0 and "writing the missing report from step 2" in r.stdout, r.stderr
+    assert (workdir / "report.md").exists()
+    r = run_cli("infini_jax.train", "--config=configs/tiny.py", *args)
+    assert "already trained" in r.stdout and "writing" not in r.stdout
+    r = run_cli(
+        "infini_jax.evaluate",
+        "--config=configs/eval/passkey.py:quick",
+        f"--checkpoint={workdir}",
+        f"--output={tmp_path}/eval",
+        "--config.lengths=(128,)",
+        "--config.samples_per_cell=2",
+        "--config.key_digits=2",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):

@@ -19,9 +19,11 @@ Several processes (`data.host_sharding`):
 import glob
 import json
 import os
+import sys
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 from absl import flags
 from jax.experimental import multihost_utils
@@ -278,9 +280,10 @@ def _allgather_json(obj) -> list:
 
 
 def resolve_tokenizer(
-    data: DataConfig, workdir: str, vocab_size: int, seed: int
+    data: DataConfig, workdir: str, vocab_size: int, seed: int, model_cfg=None
 ) -> tokenizer.Tokenizer:
-    """The configured tokenizer (or the built-in one), checked against the model's vocab."""
+    """The configured tokenizer (or the built-in one), checked against the model's vocab; with
+    `model_cfg`, process 0 prints one warning line if the model's vocabulary is larger."""
     if data.tokenizer:
         tok = tokenizer.load(data.tokenizer)
     else:
@@ -298,4 +301,8 @@ def resolve_tokenizer(
                 "your own --config.data.tokenizer"
             ) from None
     tok.check_fits(vocab_size)
+    if model_cfg is not None and jax.process_index() == 0:
+        warning = tok.unused_rows(vocab_size, model_cfg.d_model, model_cfg.tie_embeddings)
+        if warning:
+            print(warning, file=sys.stderr)
     return tok

@@ -32,6 +32,7 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")  # ids 0..3 of a BPE trained here
 KINDS = ("sentencepiece", "bpe")
 BPE_MIN_VOCAB = 256 + len(SPECIAL_TOKENS)  # every byte, and the special tokens
+UNKNOWN = "⁇"  # what an id beyond the tokenizer's vocabulary decodes to (sentencepiece's mark)
 # Names tried, in order, for a tokenizer.json without a tokenizer_config.json.
 _NAMES = {
     "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>"),
@@ -55,11 +56,45 @@ class Tokenizer:
         raise NotImplementedError
 
     def decode(self, ids) -> str:
-        raise NotImplementedError
+        """The text of `ids`. An id the tokenizer does not have (a model whose vocabulary is
+        larger than its tokenizer can predict one) becomes `UNKNOWN`, never an error: scored
+        against a reference it is simply wrong."""
+        parts, run = [], []
+        for i in map(int, ids):
+            if 0 <= i < self.vocab_size:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self._decode(run))
+                run = []
+            parts.append(UNKNOWN)
+        if run:
+            parts.append(self._decode(run))
+        return "".join(parts)
 
     def piece(self, token_id: int) -> str:
-        """The vocabulary entry of one id (e.g. "</s>")."""
+        """The vocabulary entry of one id (e.g. "</s>"); `UNKNOWN` for one it does not have."""
+        token_id = int(token_id)
+        return self._piece(token_id) if 0 <= token_id < self.vocab_size else UNKNOWN
+
+    def _decode(self, ids: list[int]) -> str:
         raise NotImplementedError
+
+    def _piece(self, token_id: int) -> str:
+        raise NotImplementedError
+
+    def unused_rows(self, model_vocab_size: int, d_model: int, tied: bool) -> str:
+        """ "" or one warning line: a model vocabulary larger than the tokenizer and its cost."""
+        extra = model_vocab_size - self.vocab_size
+        if extra <= 0:
+            return ""
+        params = extra * d_model * (1 if tied else 2)
+        return (
+            f"warning: config.model.vocab_size={model_vocab_size} but tokenizer {self.path} has "
+            f"{self.vocab_size} tokens: {extra} embedding and output rows ({params:,} "
+            "parameters) are never input, and a prediction of one of them decodes as "
+            f"{UNKNOWN!r} and counts as wrong; set model.vocab_size={self.vocab_size} to drop them"
+        )
 
     def check_fits(self, model_vocab_size: int) -> None:
         """Start-up check: every id the tokenizer emits must be a row of the embedding."""
@@ -91,11 +126,11 @@ class SentencePieceTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
-    def decode(self, ids) -> str:
-        return self.sp.decode([int(i) for i in ids])
+    def _decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
 
-    def piece(self, token_id: int) -> str:
-        return self.sp.id_to_piece(int(token_id))
+    def _piece(self, token_id: int) -> str:
+        return self.sp.id_to_piece(token_id)
 
 
 class HFTokenizer(Tokenizer):
@@ -132,11 +167,11 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
 
-    def piece(self, token_id: int) -> str:
-        return self.tok.id_to_token(int(token_id))
+    def _piece(self, token_id: int) -> str:
+        return self.tok.id_to_token(token_id)
 
 
 def _config_specials(directory: str) -> dict[str, str]:
