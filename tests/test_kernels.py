@@ -74,7 +74,6 @@ def test_auto_resolution():
     assert kernels.resolve("auto", 2048, "cpu") == ("xla", "auto on cpu")
     assert kernels.resolve("auto", 64, "tpu")[0] == "xla"  # not a multiple of 128
     assert kernels.resolve("cudnn", 64, "cpu") == ("cudnn", "chosen")
-    assert kernels.may_fuse("auto", "gpu") and not kernels.may_fuse("auto", "cpu")
 
 
 def test_a_window_the_kernel_cannot_block_is_one_config_line(tiny_config):

@@ -120,6 +120,15 @@ def test_without_the_kernel_or_off_tpu_the_step_has_no_mosaic_call():
     assert (p["compiler"], p["kernel"], p["fused_attention_calls"]) == ("cpu-estimate", "xla", 0)
 
 
+def test_the_kernel_follows_the_mesh_not_the_host():
+    mesh = jax.make_mesh((1, 2, 2), sharding.AXES, devices=plan.tpu_target("v5e-4").devices)
+    assert kernels.target_platform() == "cpu" and kernels.resolve("auto", 1024)[0] == "xla"
+    with jax.set_mesh(mesh):
+        assert kernels.target_platform() == "tpu"
+        assert kernels.resolve("auto", 1024) == ("splash", "auto on tpu")
+        assert not kernels._interpret("splash") and kernels._interpret("pallas_gpu")
+
+
 def test_splash_blocks_fit_the_window():
     assert kernels.fit_block(512, 384) == 384
     assert kernels.fit_block(512, 1024) == 512

@@ -74,11 +74,6 @@ def resolve(impl: str, window: int, platform: str | None = None) -> tuple[str, s
     return pick, f"auto on {platform}"
 
 
-def may_fuse(impl: str, platform: str | None = None) -> bool:
-    """Whether `impl` runs a fused kernel for some window on `platform`."""
-    return resolve(impl, BLOCK, platform)[0] != "xla"
-
-
 def _interpret(backend: str) -> bool:
     """Pallas interpret mode (or cudnn's XLA path) where the target lacks the hardware."""
     return target_platform() != _PLATFORM[backend]
