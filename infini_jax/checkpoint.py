@@ -285,12 +285,16 @@ def resolve(path: str) -> tuple[str, int | None]:
     return path, None
 
 
-def _open(path: str) -> tuple[ocp.CheckpointManager, int]:
-    """The manager of `path`'s checkpoints and the step `path` names (default: the latest)."""
+def _open(path: str, flag: str = "--checkpoint") -> tuple[ocp.CheckpointManager, int]:
+    """The manager of `path`'s checkpoints and the step `path` names (default: the latest);
+    `flag` is what the user typed `path` as, for the error line."""
     workdir, step = resolve(path)
     ckpt_dir = storage.join(workdir, "checkpoints")
     if not storage.isdir(ckpt_dir):
-        raise CheckpointError(f"no checkpoints in {workdir}; pass --checkpoint=WORKDIR[/STEP]")
+        raise CheckpointError(
+            f"no checkpoints in {workdir}; point {flag} at a training workdir (WORKDIR or "
+            "WORKDIR/STEP)"
+        )
     mngr = ocp.CheckpointManager(ckpt_dir)
     steps = mngr.all_steps()
     step = step if step is not None else mngr.latest_step()
@@ -299,17 +303,27 @@ def _open(path: str) -> tuple[ocp.CheckpointManager, int]:
     return mngr, step
 
 
-def load_params(path: str, shardings_fn=None) -> tuple[ml_collections.ConfigDict, int, dict]:
+def require(path: str, flag: str) -> None:
+    """One `CheckpointError` line, before anything is written, if `path` holds no checkpoint
+    (or not the step it names)."""
+    mngr, _ = _open(path, flag)
+    mngr.close()
+
+
+def load_params(
+    path: str, shardings_fn=None, flag: str = "--checkpoint"
+) -> tuple[ml_collections.ConfigDict, int, dict]:
     """Parameters only (no optimizer state) of a training checkpoint.
 
     Args:
       path: see `resolve`; without a step, the latest.
       shardings_fn: `(config, abstract params) -> shardings` tree; None = the first device.
+      flag: what the user typed `path` as (named by the error of a path with no checkpoints).
 
     Returns:
       `(config saved with the checkpoint, step, params)`.
     """
-    mngr, step = _open(path)
+    mngr, step = _open(path, flag)
 
     def unreadable(e: Exception) -> CheckpointError:
         saved = mngr.all_steps()
@@ -383,7 +397,7 @@ def adopt_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collectio
     run's own latest checkpoint once it has one (a resume does not need `init_from` again)."""
     own = storage.join(workdir, "checkpoints")
     resuming = any(name.isdigit() for name in storage.listdir(own))
-    mngr, step = _open(workdir if resuming else config.init_from)
+    mngr, step = _open(workdir if resuming else config.init_from, "--config.init_from")
     saved = saved_config(mngr, step)
     mngr.close()
     config = config.copy_and_resolve_references()
@@ -421,7 +435,7 @@ def init_params_from(path: str, model_cfg, params_sh, seed: int) -> tuple[dict, 
         flat = traverse_util.flatten_dict(abstract)
         return traverse_util.unflatten_dict({k: flat_sh.get(k, replicated) for k in flat})
 
-    _, step, loaded = load_params(path, shardings)
+    _, step, loaded = load_params(path, shardings, "--config.init_from")
     loaded = traverse_util.flatten_dict(loaded)
     missing = [k for k in flat_sh if k not in loaded]
     if missing:  # e.g. the balance factors of an infini model started from a full one

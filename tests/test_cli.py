@@ -33,7 +33,7 @@ CASES = [
     (
         "infini_jax.evaluate",
         ["--config=configs/eval/passkey.py", f"--checkpoint={W}/none", f"--output={W}/o"],
-        r"^error: no checkpoints in .*/none",
+        r"^error: no checkpoints in .*/none; point --checkpoint at a training workdir",
     ),
     (
         "infini_jax.evaluate",
@@ -97,3 +97,11 @@ def test_bad_input_is_one_line_and_exit_2(module, args, pattern, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert lines and re.search(pattern, lines[-1]), lines[-3:]
+
+
+def test_a_missing_init_from_is_one_line_and_writes_nothing(tmp_path):
+    args = ["--config=configs/tiny.py", f"--workdir={tmp_path}/w"]
+    r = run_cli("infini_jax.train", *args, f"--config.init_from={tmp_path}/none")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "none; point --config.init_from at a training workdir" in r.stderr
+    assert not (tmp_path / "w").exists()

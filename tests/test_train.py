@@ -106,6 +106,22 @@ def test_eight_devices_give_the_same_losses_as_one(reference, tmp_path):
     assert reference[6] < reference[1]
 
 
+def test_two_slices_give_the_same_losses_as_one_device(reference, tmp_path):
+    # mesh.slices=2 on 8 CPU devices: two blocks of 4 stand for TPU slices, data spans them.
+    out = launch(
+        str(tmp_path),
+        "--config.total_steps=6",
+        "--config.mesh.slices=2",
+        "--config.mesh.fsdp=2",
+        devices=8,
+    )
+    assert "mesh {'data': 4, 'fsdp': 2, 'tensor': 1}" in out
+    got = losses(str(tmp_path))
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=2e-5
+    )
+
+
 def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
     workdir = str(tmp_path)
     proc = launch(
