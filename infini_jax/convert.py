@@ -2,6 +2,7 @@ r"""Hugging Face Llama checkpoints in and out.
 
   python -m infini_jax.convert from_hf --hf=DIR --output=WORKDIR \
       [--attention=full|local|infini] [--segment_len=2048] [--seq_len=N] [--balance_init=B]
+      [--gate=sigmoid|hard_sigmoid]
   python -m infini_jax.convert to_hf --checkpoint=WORKDIR[/STEP] --output=DIR \
       [--dtype=float32|bfloat16|float16]
 
@@ -11,8 +12,9 @@ the shards of `model.safetensors.index.json`; bf16, f16 or f32) and writes a wor
 orbax checkpoint (step 0) of the parameters in the source's dtype (lossless; every restore
 casts to float32), config.json, and the tokenizer copied into WORKDIR/tokenizer. Tensors are
 read one at a time: a bf16 1B model converts in 1.4× its float32 size of host memory. With
-`--attention=infini` every head gets a fresh balance factor (`model.balance_init`); all other
-weights are the pretrained ones.
+`--attention=infini` every head gets a fresh balance factor (`model.balance_init`, through the
+gate `--gate`: a cold start at b = -3 needs the sigmoid, the hard sigmoid is flat there); all
+other weights are the pretrained ones.
 
 `to_hf` writes config.json, model.safetensors and the tokenizer, which
 `LlamaForCausalLM.from_pretrained(DIR)` loads, for "full" checkpoints; "local" ones with a
@@ -35,6 +37,7 @@ from infini_jax import checkpoint, cli, hf, model, storage
 from infini_jax.config import base_config, override, save_config, validate
 from infini_jax.data import tokenizer
 from infini_jax.errors import ConfigError, ConvertError, Error
+from infini_jax.ops import GATES
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -76,7 +79,12 @@ def safetensors_files(hf_dir: str) -> list[str]:
 
 
 def import_config(
-    hf_dir: str, attention: str, segment_len: int, seq_len: int | None, balance_init: float | None
+    hf_dir: str,
+    attention: str,
+    segment_len: int,
+    seq_len: int | None,
+    balance_init: float | None,
+    gate: str | None = None,
 ) -> ml_collections.ConfigDict:
     """Our config for the Llama in `hf_dir`, with the chosen attention (validated)."""
     fields = {
@@ -86,6 +94,8 @@ def import_config(
     fields["data.seq_len"] = seq_len or segment_len
     if balance_init is not None:
         fields["model.balance_init"] = balance_init
+    if gate is not None:
+        fields["model.gate"] = gate
     config = override(base_config(), fields, "from_hf")
     validate(config)
     return config
@@ -161,13 +171,14 @@ def from_hf(
     segment_len: int = 2048,
     seq_len: int | None = None,
     balance_init: float | None = None,
+    gate: str | None = None,
 ) -> ml_collections.ConfigDict:
     """Imports the Llama in `hf_dir` into a new workdir `output`; returns its config. Every
     check (config, tokenizer, tensors) runs before anything is written."""
     output = storage.absolute(output)
     if storage.isdir(storage.join(output, "checkpoints")):
         raise ConvertError(f"--output={output} already holds checkpoints; choose a new directory")
-    config = import_config(hf_dir, attention, segment_len, seq_len, balance_init)
+    config = import_config(hf_dir, attention, segment_len, seq_len, balance_init, gate)
     model_cfg = validate(config)
     tok_files = [n for n in TOKENIZER_FILES if storage.isfile(storage.join(hf_dir, n))]
     if tok_files:
@@ -265,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_integer("segment_len", 2048, "from_hf: model.segment_len (local, infini).")
     flags.DEFINE_integer("seq_len", None, "from_hf: data.seq_len (default: segment_len).")
     flags.DEFINE_float("balance_init", None, "from_hf: model.balance_init (infini).")
+    flags.DEFINE_enum("gate", None, GATES, "from_hf: model.gate (infini; default the base's).")
     flags.DEFINE_enum("dtype", "float32", hf.SOURCE_DTYPES, "to_hf: dtype of the tensors.")
 
     def run(args):
@@ -272,7 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         command = args[1:]
         if command == ["from_hf"]:
             cli.require("hf", "output")
-            config = from_hf(f.hf, f.output, f.attention, f.segment_len, f.seq_len, f.balance_init)
+            config = from_hf(
+                f.hf, f.output, f.attention, f.segment_len, f.seq_len, f.balance_init, f.gate
+            )
             n = model.count_params(
                 jax.eval_shape(lambda: model.init_params(validate(config), jax.random.key(0)))
             )

@@ -204,6 +204,17 @@ def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -2.0))
     with pytest.raises(ConvertError, match=r"already holds checkpoints; choose a new directory"):
         convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"))  # never over a workdir
+    # The cold start of configs/continual_infini.py: b = -3 needs the sigmoid gate.
+    cold = ["from_hf", f"--hf={tmp_path}/hf", "--attention=infini", "--segment_len=8"]
+    r = run_cli("infini_jax.convert", *cold, "--balance_init=-3", f"--output={tmp_path}/c")
+    assert r.returncode == 2 and "balance_init=-3.0 is where the hard-sigmoid" in r.stderr
+    r = run_cli(
+        "infini_jax.convert", *cold, "--balance_init=-3", "--gate=sigmoid", f"--output={tmp_path}/c"
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    config, _, params = checkpoint.load_params(str(tmp_path / "c"))
+    assert config.model.gate == "sigmoid"
+    np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -3.0))
     r = run_cli(
         "infini_jax.convert", "to_hf", f"--checkpoint={tmp_path}/w", f"--output={tmp_path}/o"
     )

@@ -314,3 +314,28 @@ def test_min_length_too_short_for_a_task_is_a_start_up_error(tok):
         r"short: a (passkey|kv_recall) document needs at least \d+ tokens",
     ):
         pipeline.make_dataset(d, tokenizer_path=tok.path, seed=0, batch_size=1)
+
+
+def test_a_task_of_weight_zero_is_not_length_checked(tok):
+    tasks = synthetic.SyntheticTasks(tok.encode, 5)
+
+    def shortest(task):  # the fewest tokens a document of `task` fits in
+        for n in range(16, 2048):
+            try:
+                tasks.sample(np.random.default_rng(0), task, n)
+                return n
+            except ValueError:
+                continue
+        raise AssertionError(task)
+
+    need = {t: shortest(t) for t in synthetic.TASKS}
+    short, long = sorted(synthetic.TASKS, key=need.get)
+    assert need[long] > need[short]
+    d = data_config()
+    syn = dict(min_length=need[short] + 1, max_length=need[long] + 64)  # + 1: the EOS
+    only_short = {f"{short}_weight": 1.0, f"{long}_weight": 0.0}
+    pipeline.check_synthetic_lengths(
+        dataclasses.replace(d.synthetic, **syn, **only_short), tok.path
+    )
+    with pytest.raises(sources.DataError, match=f"a {long} document needs at least"):
+        pipeline.check_synthetic_lengths(dataclasses.replace(d.synthetic, **syn), tok.path)
