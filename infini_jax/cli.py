@@ -8,6 +8,7 @@ loaded, a missing required flag or any `infini_jax.errors.Error` is one line, be
 compile: `config error: ...` for config fields, `error: ...` for the rest.
 """
 
+import logging as std_logging
 import os
 import re
 import sys
@@ -63,12 +64,24 @@ def require(*names: str) -> None:
             raise Error(f"--{name} is required (see --help)")
 
 
+class _MessageOnly(std_logging.Filter):
+    """Log records print their message without the traceback attached to them: a library's
+    background thread (orbax's async save, gcsfs's connections) logging the failure that the
+    program itself reports as one line must not print a traceback beside it."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 def run(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
     """`app.run(main)` with the project's flag parser; an `Error` from `main` is one line on
-    stderr and exit status 2. Library INFO logs (orbax's, per operation) stay off the console."""
+    stderr and exit status 2. Library INFO logs (orbax's, per operation) stay off the console,
+    and library warnings and errors print without tracebacks."""
 
     def wrapped(args):
         logging.set_verbosity(logging.WARNING)
+        logging.get_absl_handler().addFilter(_MessageOnly())
         try:
             return main(args)
         except Error as e:
