@@ -23,6 +23,8 @@ from infini_jax.errors import ConfigError, Error
 def fail(message: str, now: bool = False) -> None:
     """Prints `message` as one line on stderr and exits with status 2; `now`: without waiting
     for other threads (e.g. a background checkpoint save retrying an unreachable bucket)."""
+    if now:  # other threads (still running) may log no line after it
+        std_logging.disable(std_logging.CRITICAL)
     print(" ".join(str(message).split()), file=sys.stderr)
     if now:
         sys.stderr.flush()
