@@ -169,16 +169,16 @@ def test_the_seed_config_compiles_for_v5p_8(tmp_path):
     assert r.stderr.strip() == ""  # libtpu kept quiet
 
 
-def test_a_step_that_runs_out_of_hbm_is_a_no_not_a_traceback(tmp_path):
-    r = _cli(
-        *TINY_ARGS,
-        "--topology=v5e-4",
-        "--config.data.batch_size=65536",
-        "--config.model.remat_policy=none",
-        f"--json={tmp_path}/p.json",
-    )
+def _tiny_on_v5e(tmp_path, *args):
+    """`plan` of the tiny config on v5e-4 with `args`: (the process, its JSON)."""
+    r = _cli(*TINY_ARGS, "--topology=v5e-4", *args, f"--json={tmp_path}/p.json")
     assert r.returncode == 0, r.stderr[-3000:]
-    p = json.loads((tmp_path / "p.json").read_text())
+    return r, json.loads((tmp_path / "p.json").read_text())
+
+
+def test_a_step_that_runs_out_of_hbm_is_a_no_not_a_traceback(tmp_path):
+    args = ("--config.data.batch_size=65536", "--config.model.remat_policy=none")
+    r, p = _tiny_on_v5e(tmp_path, *args)
     assert p["bytes_per_device"]["peak"] is None and "HBM" in p["out_of_memory"]
     assert p["fits"] == {"v5e-4": False}
     assert "| v5e-4 | 16 | no (out of memory) |" in r.stdout
@@ -263,15 +263,7 @@ def test_search_prunes_and_picks_the_most_tokens_then_the_least_recomputation(mo
 
 
 def test_search_on_the_tpu_compiler_writes_its_table(tmp_path):
-    r = _cli(
-        *TINY_ARGS,
-        "--topology=v5e-4",
-        "--search",
-        "--search_batches=1,2",
-        f"--json={tmp_path}/s.json",
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads((tmp_path / "s.json").read_text())
+    r, s = _tiny_on_v5e(tmp_path, "--search", "--search_batches=1,2")
     # The tiny model fits at once: the cheapest policy at the largest batch ends the search.
     got = [(x["remat_policy"], x["micro_batches"], x["batch_per_shard"]) for x in s["records"]]
     assert got == [("none", 1, 1), ("none", 1, 2)]
