@@ -79,7 +79,11 @@ def parse_slice(name: str) -> Slice:
 
 
 def has_tpu_chips() -> bool:
-    """Whether this host has TPU chips (Google PCI devices), i.e. is a TPU VM."""
+    """Whether this host (or container) has TPU chips: TPU device files (`/dev/accel*` on v4
+    and v5e, `/dev/vfio/<n>` on v5p and v6e, as a TPU VM or a GKE TPU pod has them) or Google
+    devices on the PCI bus (what JAX itself checks)."""
+    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
+        return True
     for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
         try:
             with open(vendor) as f:
