@@ -303,6 +303,11 @@ def _open(path: str, flag: str = "--checkpoint") -> tuple[ocp.CheckpointManager,
     return mngr, step
 
 
+def has_steps(workdir: str) -> bool:
+    """Whether `workdir` holds checkpoint steps of its own (a resume)."""
+    return any(name.isdigit() for name in storage.listdir(storage.join(workdir, "checkpoints")))
+
+
 def require(path: str, flag: str) -> None:
     """One `CheckpointError` line, before anything is written, if `path` holds no checkpoint
     (or not the step it names)."""
@@ -395,9 +400,7 @@ def adopt_model(config: ml_collections.ConfigDict, workdir: str) -> ml_collectio
     """`config.init_from_model`: a copy of `config` with `ADOPTED_FIELDS` (and
     `data.tokenizer`, if unset) taken from the checkpoint `config.init_from` names; from the
     run's own latest checkpoint once it has one (a resume does not need `init_from` again)."""
-    own = storage.join(workdir, "checkpoints")
-    resuming = any(name.isdigit() for name in storage.listdir(own))
-    mngr, step = _open(workdir if resuming else config.init_from, "--config.init_from")
+    mngr, step = _open(workdir if has_steps(workdir) else config.init_from, "--config.init_from")
     saved = saved_config(mngr, step)
     mngr.close()
     config = config.copy_and_resolve_references()

@@ -117,8 +117,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes) training; returns the last logged metrics."""
     workdir = storage.absolute(workdir)
     validate(config)
-    own = storage.join(workdir, "checkpoints")
-    if config.init_from and not (storage.isdir(own) and storage.listdir(own)):
+    if config.init_from and not checkpoint.has_steps(workdir):
         checkpoint.require(config.init_from, "--config.init_from")  # before writing anything
     if config.init_from_model and config.init_from:
         config = checkpoint.adopt_model(config, workdir)
