@@ -232,3 +232,13 @@ def save_figure(fig, p: str, **kwargs) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", **kwargs)
     write_bytes(p, buffer.getvalue())
+
+
+def rmtree(p: str) -> None:
+    """Removes file or directory `p` with everything in it."""
+    if is_remote(p):
+        _gcs(p).rm(p, recursive=True)
+    elif os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p)
+    else:
+        os.remove(p)

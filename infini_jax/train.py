@@ -10,13 +10,16 @@ batch and only process 0 writes logs.
 """
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
@@ -26,9 +29,11 @@ from infini_jax import checkpoint, cli, model, ops, sharding, storage
 from infini_jax.config import save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
+from infini_jax.data.tokenizer import Tokenizer
 from infini_jax.errors import ConfigError, Error
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
+from infini_jax.model_config import ModelConfig
 from infini_jax.optim import OptimizerConfig
 from infini_jax.profiling import StepProfiler
 from infini_jax.train_report import format_summary, write_report
@@ -37,6 +42,108 @@ from infini_jax.train_step import TrainState, init_state, loss_sums, make_traini
 
 class TrainingStopped(Error):
     """The run stopped on purpose (non-finite steps); checkpoints are intact."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """What start-up resolved; the step loop and the end of the run read it."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    model_cfg: ModelConfig
+    data_cfg: DataConfig
+    opt: OptimizerConfig
+    mesh: jax.sharding.Mesh
+    tok: Tokenizer
+    mngr: ocp.CheckpointManager
+    start: int  # the last completed step (0: a new run)
+    proc: int
+    n_proc: int
+
+    def print(self, *args) -> None:
+        if self.proc == 0:
+            print(*args)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) training; returns the last logged metrics.
+
+    The steps, top to bottom: set-up (validation, the workdir, the tokenizer, the checkpoint
+    manager), the initial state (restored, imported or initialised), the step loop with its
+    periodic work, and the end (the report). A start that fails leaves the workdir as it was.
+    """
+    workdir = storage.absolute(workdir)
+    with _undo_on_failure(workdir):
+        run = _set_up(config, workdir)
+        if run.start >= run.config.total_steps:
+            run.print(
+                f"{workdir}: already trained {run.start} of total_steps="
+                f"{run.config.total_steps}; nothing to do (raise --config.total_steps to continue)"
+            )
+            return _missing_report(run)
+        training = make_training(run.config, run.model_cfg, run.mesh)
+        iterator = iter(_dataset(run, "train", run.data_cfg.batch_size // run.n_proc))
+        state = _initial_state(run, training, iterator)
+        if run.proc == 0:
+            save_config(run.config, workdir)
+    state, last = _Loop(run, training, iterator).run(state)
+    if int(state.step) == run.config.total_steps and run.config.report.passkey_multiples:
+        params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
+        if run.proc == 0:
+            last.update(_report(run, params))
+    return last
+
+
+@contextlib.contextmanager
+def _undo_on_failure(workdir: str) -> Iterator[None]:
+    """A start that fails (a bad config value, data or checkpoint found during set-up) leaves
+    the workdir as it found it: what set-up created there (the directory itself, the built-in
+    tokenizer, an empty `checkpoints/`) is removed by process 0. Entries that were there
+    before, such as the checkpoints of a run being resumed, are never touched. (Not after a
+    storage failure: an unreachable bucket would only be retried again.)"""
+    existed = storage.exists(workdir)
+    before = set(storage.listdir(workdir))
+    try:
+        yield
+    except BaseException as e:
+        if jax.process_index() == 0 and not isinstance(e, storage.StorageError):
+            with contextlib.suppress(OSError):
+                if not existed:
+                    storage.rmtree(workdir)
+                else:
+                    for name in set(storage.listdir(workdir)) - before:
+                        storage.rmtree(storage.join(workdir, name))
+        raise
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+    """Validates everything a run reads, then opens the workdir: config, mesh, batch split,
+    tokenizer, checkpoint manager, and whether the latest checkpoint fits the config."""
+    validate(config)
+    if config.init_from and not checkpoint.has_steps(workdir):
+        checkpoint.require(config.init_from, "--config.init_from")  # before writing anything
+    if config.init_from_model and config.init_from:
+        config = checkpoint.adopt_model(config, workdir)
+    model_cfg = validate(config)
+    data_cfg = DataConfig.from_config(config.data)
+    opt = OptimizerConfig.from_config(config.optimizer)
+    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
+    sharding.check_batch(data_cfg.batch_size, mesh, opt.micro_batches)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    if data_cfg.batch_size % n_proc:
+        raise ConfigError(
+            f"config.data.batch_size={data_cfg.batch_size} is not divisible by "
+            f"the {n_proc} processes"
+        )
+    _check_workdir(workdir)
+    tok = pipeline.resolve_tokenizer(
+        data_cfg, workdir, model_cfg.vocab_size, config.seed, model_cfg
+    )
+    mngr = checkpoint.manager(workdir, config)
+    start = mngr.latest_step() or 0
+    if start:  # before config.json is rewritten; an unreadable step is handled at restore
+        checkpoint.check_resumable(mngr, start, config)
+    return _Run(config, workdir, model_cfg, data_cfg, opt, mesh, tok, mngr, start, proc, n_proc)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -54,6 +161,177 @@ def _check_workdir(workdir: str) -> None:
         ) from None
 
 
+def _dataset(run: _Run, split: str, batch_size: int):
+    """This process's share of `split`'s batches."""
+    return pipeline.make_dataset(
+        run.data_cfg,
+        tokenizer_path=run.tok.path,
+        seed=run.config.seed,
+        batch_size=batch_size,
+        split=split,
+        process_index=run.proc,
+        process_count=run.n_proc,
+    )
+
+
+def _initial_state(run: _Run, training, iterator) -> TrainState:
+    """The state the loop starts from: the latest intact checkpoint (and the data iterator's
+    position), the parameters of `init_from`, or a fresh initialisation from the seed."""
+    cfg, model_cfg = run.config, run.model_cfg
+    if run.start:
+        run.start, state, data_state = checkpoint.restore_intact(
+            run.mngr, training.abstract, training.state_sh, cfg, run.print
+        )
+        pipeline.restore_iterator(
+            iterator, data_state, run.proc, run.n_proc, run.data_cfg.host_sharding
+        )
+    elif cfg.init_from:
+        params, note = checkpoint.init_params_from(
+            cfg.init_from, model_cfg, training.params_sh, cfg.seed
+        )
+        state = jax.jit(
+            lambda p: init_state(model_cfg, training.tx, cfg.seed, p),
+            out_shardings=training.state_sh,
+        )(params)
+        run.print(note)
+    else:
+        state = jax.jit(
+            lambda: init_state(model_cfg, training.tx, cfg.seed), out_shardings=training.state_sh
+        )()
+    return state
+
+
+class _Loop:
+    """The step loop and its periodic work: metrics (with validation), checkpoints, the
+    non-finite guard, the profiler, and a SIGTERM that saves and stops."""
+
+    def __init__(self, run: _Run, training, iterator):
+        cfg, data_cfg = run.config, run.data_cfg
+        self.run_, self.training, self.iterator = run, training, iterator
+        self.validate = _validation(run, training)
+        self.tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
+        self.flops_tok = flops_per_token(run.model_cfg, data_cfg.seq_len)
+        self.peak, peak_source = peak_flops()
+        self.writer = Writer(run.workdir, run.start, enabled=run.proc == 0)
+        self.profiler = StepProfiler(run.workdir, cfg.profile.start_step, cfg.profile.num_steps)
+        self.advice = (
+            "the checkpoints committed before are intact: re-run the same command to resume "
+            f"once {run.workdir} is reachable"
+        )
+        self.last: dict = {}
+        self.window_start, self.window_steps = time.perf_counter(), 0
+        self.sigterm = False
+        kernel, why = ops.kernels.resolve(
+            run.model_cfg.attention_impl,
+            run.model_cfg.window_len(data_cfg.seq_len),
+            ops.kernels.mesh_platform(run.mesh),
+        )
+        run.print(
+            f"{run.model_cfg.attention} model, {model.count_params(training.abstract.params):,} "
+            f"parameters; attention kernel {kernel} ({why}); mesh {dict(run.mesh.shape)}; "
+            f"{run.n_proc} process(es); starting at step {run.start}; MFU peak: "
+            f"{self.peak / 1e9:,.0f} GFLOP/s per device ({peak_source})"
+        )
+
+    def run(self, state: TrainState) -> tuple[TrainState, dict]:
+        """Steps from `run.start + 1` to `total_steps` (or a SIGTERM); the final state and the
+        last logged metrics. Every checkpoint has committed when it returns."""
+        run, cfg = self.run_, self.run_.config
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(self, "sigterm", True))
+        bar = tqdm(
+            total=cfg.total_steps,
+            initial=run.start,
+            disable=run.proc != 0,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+        )
+        pending = None  # (step, non-finite counter) of the previous step, read after dispatching
+        unreachable = False
+        try:
+            with jax.set_mesh(run.mesh):  # validation too: kernels follow the mesh
+                for step in range(run.start + 1, cfg.total_steps + 1):
+                    batch = _global_batch(next(self.iterator), self.training.batch_sh)
+                    self.profiler.before(step)
+                    state, metrics = self.training.step(state, batch)
+                    if traced := self.profiler.after(step, state):
+                        print(f"profile of steps {cfg.profile.start_step}-{step}: {traced}")
+                    if pending is not None:  # checks every step without stalling the queue
+                        self._check_nonfinite(*pending)
+                    pending = (step, metrics["nonfinite_run"])
+                    self.window_steps += 1
+                    bar.update()
+                    if step % cfg.log_every_steps == 0 or step == cfg.total_steps:
+                        self._log(step, state, metrics)
+                        bar.set_postfix(loss=f"{float(self.last['loss']):.3f}")
+                    if step == cfg.total_steps:
+                        self._check_nonfinite(*pending)
+                    if step % cfg.checkpoint_every_steps == 0 or step == cfg.total_steps:
+                        self._save(step, state)
+                    if self.sigterm:
+                        if step % cfg.checkpoint_every_steps:
+                            self._save(step, state)
+                        print(f"SIGTERM: saved step {step} to {run.workdir}/checkpoints; exiting")
+                        break
+        except storage.StorageError:
+            unreachable = True  # nothing more to upload: fail now, not after more retries
+            raise
+        finally:
+            bar.close()
+            self.profiler.stop()
+            signal.signal(signal.SIGTERM, previous)
+            self._close(unreachable)
+        return state, self.last
+
+    def _log(self, step: int, state: TrainState, metrics: dict) -> None:
+        """Writes the metrics of `step` (with throughput, MFU and, when due, validation)."""
+        metrics = jax.device_get(metrics)
+        elapsed = time.perf_counter() - self.window_start
+        rate = self.tokens_per_step * self.window_steps / elapsed
+        self.last = {
+            **metrics,
+            "step_time_s": elapsed / self.window_steps,
+            "tokens_per_s": rate,
+            "mfu": rate * self.flops_tok / (self.peak * jax.device_count()),
+        }
+        if self.validate and step % self.run_.config.eval_every_steps == 0:
+            self.last["val_loss"] = self.validate(state.params)
+        self.writer.write(step, self.last)
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def _check_nonfinite(self, step: int, run_length) -> None:
+        limit = self.run_.opt.max_nonfinite_steps
+        if int(run_length) >= limit:
+            raise TrainingStopped(
+                f"step {step}: {int(run_length)} non-finite steps in a row (limit "
+                f"optimizer.max_nonfinite_steps={limit}); their updates were skipped and the "
+                f"checkpoints in {self.run_.workdir}/checkpoints are intact; lower the learning "
+                "rate or check the data"
+            )
+
+    def _save(self, step: int, state: TrainState) -> None:
+        run = self.run_
+        data_state = pipeline.iterator_state(
+            self.iterator, run.proc, run.n_proc, run.data_cfg.host_sharding
+        )
+        # An asynchronous save that failed in the background raises at the next save.
+        with storage.reporting(f"saving checkpoint step {step} to {run.workdir}", self.advice):
+            checkpoint.wait(run.mngr, run.config.checkpoint_timeout_s)  # the previous committed
+            checkpoint.save(run.mngr, step, state, data_state, run.config)
+            self.writer.sync()  # gs://: the metrics up to a checkpoint reach the bucket with it
+
+    def _close(self, unreachable: bool) -> None:
+        """Waits for the last checkpoint and closes the metrics (not when the bucket is gone)."""
+        run = self.run_
+        if unreachable:
+            self.writer.close(sync=False)
+            return
+        with storage.reporting(f"finishing the checkpoints in {run.workdir}", self.advice):
+            checkpoint.wait(run.mngr, run.config.checkpoint_timeout_s)
+            run.mngr.close()
+            self.writer.close()
+
+
 def _global_batch(local: dict, batch_sharding) -> dict:
     return {
         k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
@@ -61,236 +339,48 @@ def _global_batch(local: dict, batch_sharding) -> dict:
     }
 
 
-def _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_proc):
+def _validation(run: _Run, training) -> Callable[[object], float] | None:
     """A function params → mean loss over `eval_batches` held-out batches (same each time)."""
-    if not config.eval_every_steps:
+    cfg = run.config
+    if not cfg.eval_every_steps:
         return None
     sums = jax.jit(
-        lambda params, batch: loss_sums(model_cfg, params, batch)[:2],
-        in_shardings=(state_sh.params, batch_sh),
+        lambda params, batch: loss_sums(run.model_cfg, params, batch)[:2],
+        in_shardings=(training.state_sh.params, training.batch_sh),
     )
-    data_batch = data_cfg.batch_size // n_proc
+    data_batch = run.data_cfg.batch_size // run.n_proc
 
-    def run(params) -> float:
-        data = pipeline.make_dataset(
-            data_cfg,
-            tokenizer_path=tok.path,
-            seed=config.seed,
-            batch_size=data_batch,
-            split="validation",
-            process_index=proc,
-            process_count=n_proc,
-        )
+    def mean_loss(params) -> float:
         total, count = 0.0, 0.0
-        for i, batch in enumerate(data):
-            if i == config.eval_batches or len(batch["tokens"]) != data_batch:
+        for i, batch in enumerate(_dataset(run, "validation", data_batch)):
+            if i == cfg.eval_batches or len(batch["tokens"]) != data_batch:
                 break  # enough, or a final partial batch that would not split over the mesh
-            nll, n = sums(params, _global_batch(batch, batch_sh))
+            nll, n = sums(params, _global_batch(batch, training.batch_sh))
             total, count = total + float(nll), count + float(n)
         return total / max(count, 1.0)
 
-    return run
+    return mean_loss
 
 
-def _report(workdir: str, config, model_cfg, params, tok) -> dict:
+def _report(run: _Run, params) -> dict:
     """Writes the end-of-run report (process 0); returns the last metrics' passkey entry."""
-    summary = write_report(workdir, config, model_cfg, params, tok)
-    print(f"report: {workdir}/report.md; {format_summary(summary)}")
+    summary = write_report(run.workdir, run.config, run.model_cfg, params, run.tok)
+    print(f"report: {run.workdir}/report.md; {format_summary(summary)}")
     return {"passkey": summary}
 
 
-def _missing_report(config, workdir: str, model_cfg, tok) -> dict:
+def _missing_report(run: _Run) -> dict:
     """A finished run whose report was never written (it stopped after the last checkpoint):
     writes it from the last checkpoint's parameters."""
-    if not config.report.passkey_multiples or storage.exists(storage.join(workdir, "report.md")):
+    report = storage.join(run.workdir, "report.md")
+    if not run.config.report.passkey_multiples or storage.exists(report):
         return {}
-    if jax.process_count() > 1:
-        if jax.process_index() == 0:
-            print(f"{workdir}/report.md is missing: run this command in one process to write it")
+    if run.n_proc > 1:
+        run.print(f"{report} is missing: run this command in one process to write it")
         return {}
-    _, step, params = checkpoint.load_params(workdir)
+    _, step, params = checkpoint.load_params(run.workdir)
     print(f"writing the missing report from step {step}")
-    return _report(workdir, config, model_cfg, params, tok)
-
-
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or resumes) training; returns the last logged metrics."""
-    workdir = storage.absolute(workdir)
-    validate(config)
-    if config.init_from and not checkpoint.has_steps(workdir):
-        checkpoint.require(config.init_from, "--config.init_from")  # before writing anything
-    if config.init_from_model and config.init_from:
-        config = checkpoint.adopt_model(config, workdir)
-    model_cfg = validate(config)
-    data_cfg = DataConfig.from_config(config.data)
-    o = OptimizerConfig.from_config(config.optimizer)
-    _check_workdir(workdir)
-    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
-    sharding.check_batch(data_cfg.batch_size, mesh, o.micro_batches)
-    n_proc, proc = jax.process_count(), jax.process_index()
-    if data_cfg.batch_size % n_proc:
-        raise ConfigError(
-            f"config.data.batch_size={data_cfg.batch_size} is not divisible by "
-            f"the {n_proc} processes"
-        )
-    tok = pipeline.resolve_tokenizer(
-        data_cfg, workdir, model_cfg.vocab_size, config.seed, model_cfg
-    )
-    mngr = checkpoint.manager(workdir, config)
-    start = mngr.latest_step() or 0
-    if start:  # before config.json is rewritten; an unreadable step is handled at restore
-        checkpoint.check_resumable(mngr, start, config)
-    if start >= config.total_steps:
-        print(
-            f"{workdir}: already trained {start} of total_steps={config.total_steps}; nothing "
-            "to do (raise --config.total_steps to continue)"
-        )
-        return _missing_report(config, workdir, model_cfg, tok)
-    if proc == 0:
-        save_config(config, workdir)
-
-    training = make_training(config, model_cfg, mesh)
-    tx, abstract, params_sh = training.tx, training.abstract, training.params_sh
-    state_sh, batch_sh = training.state_sh, training.batch_sh
-    data = pipeline.make_dataset(
-        data_cfg,
-        tokenizer_path=tok.path,
-        seed=config.seed,
-        batch_size=data_cfg.batch_size // n_proc,
-        process_index=proc,
-        process_count=n_proc,
-    )
-    iterator = iter(data)
-    if start:
-        log = print if proc == 0 else (lambda _: None)
-        start, state, data_state = checkpoint.restore_intact(mngr, abstract, state_sh, config, log)
-        pipeline.restore_iterator(iterator, data_state, proc, n_proc, data_cfg.host_sharding)
-    elif config.init_from:
-        params, note = checkpoint.init_params_from(
-            config.init_from, model_cfg, params_sh, config.seed
-        )
-        state = jax.jit(
-            lambda p: init_state(model_cfg, tx, config.seed, p), out_shardings=state_sh
-        )(params)
-        if proc == 0:
-            print(note)
-    else:
-        state = jax.jit(lambda: init_state(model_cfg, tx, config.seed), out_shardings=state_sh)()
-
-    step_fn = training.step
-    validate_fn = _validation(config, model_cfg, data_cfg, tok, state_sh, batch_sh, proc, n_proc)
-    tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
-    flops_tok = flops_per_token(model_cfg, data_cfg.seq_len)
-    peak, peak_source = peak_flops()
-    writer = Writer(workdir, start, enabled=proc == 0)
-    profiler = StepProfiler(workdir, config.profile.start_step, config.profile.num_steps)
-    stop = {"sigterm": False}
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
-
-    advice = (
-        "the checkpoints committed before are intact: re-run the same command to resume once "
-        f"{workdir} is reachable"
-    )
-
-    def save(step: int, st: TrainState) -> None:
-        data_state = pipeline.iterator_state(iterator, proc, n_proc, data_cfg.host_sharding)
-        # An asynchronous save that failed in the background raises at the next save.
-        with storage.reporting(f"saving checkpoint step {step} to {workdir}", advice):
-            checkpoint.wait(mngr, config.checkpoint_timeout_s)  # the previous one committed
-            checkpoint.save(mngr, step, st, data_state, config)
-            writer.sync()  # gs://: the metrics up to a checkpoint reach the bucket with it
-
-    kernel, why = ops.kernels.resolve(
-        model_cfg.attention_impl,
-        model_cfg.window_len(data_cfg.seq_len),
-        ops.kernels.mesh_platform(mesh),
-    )
-    if proc == 0:
-        print(
-            f"{model_cfg.attention} model, {model.count_params(abstract.params):,} parameters; "
-            f"attention kernel {kernel} ({why}); mesh {dict(mesh.shape)}; {n_proc} "
-            f"process(es); starting at step {start}; MFU peak: {peak / 1e9:,.0f} GFLOP/s per "
-            f"device ({peak_source})"
-        )
-    contexts = contextlib.ExitStack()
-    contexts.enter_context(jax.set_mesh(mesh))  # validation too: kernels follow the mesh
-    bar = tqdm(
-        total=config.total_steps,
-        initial=start,
-        disable=proc != 0,
-        desc="train",
-        unit="step",
-        file=sys.stderr,
-    )
-    last, window_start, window_steps = {}, time.perf_counter(), 0
-    pending = None  # (step, non-finite counter) of the previous step, read after dispatching
-
-    def check_nonfinite(step: int, run) -> None:
-        if int(run) >= o.max_nonfinite_steps:
-            raise TrainingStopped(
-                f"step {step}: {int(run)} non-finite steps in a row (limit "
-                f"optimizer.max_nonfinite_steps={o.max_nonfinite_steps}); their updates were "
-                f"skipped and the checkpoints in {workdir}/checkpoints are intact; lower the "
-                "learning rate or check the data"
-            )
-
-    unreachable = False
-    try:
-        for step in range(start + 1, config.total_steps + 1):
-            batch = _global_batch(next(iterator), batch_sh)
-            profiler.before(step)
-            state, metrics = step_fn(state, batch)
-            if traced := profiler.after(step, state):
-                print(f"profile of steps {config.profile.start_step}-{step}: {traced}")
-            if pending is not None:  # checks every step without stalling the device queue
-                check_nonfinite(*pending)
-            pending = (step, metrics["nonfinite_run"])
-            window_steps += 1
-            bar.update()
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics = jax.device_get(metrics)
-                elapsed = time.perf_counter() - window_start
-                rate = tokens_per_step * window_steps / elapsed
-                last = {
-                    **metrics,
-                    "step_time_s": elapsed / window_steps,
-                    "tokens_per_s": rate,
-                    "mfu": rate * flops_tok / (peak * jax.device_count()),
-                }
-                if config.eval_every_steps and step % config.eval_every_steps == 0:
-                    last["val_loss"] = validate_fn(state.params)
-                writer.write(step, last)
-                bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
-                window_start, window_steps = time.perf_counter(), 0
-            if step == config.total_steps:
-                check_nonfinite(*pending)
-            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-                save(step, state)
-            if stop["sigterm"]:
-                if step % config.checkpoint_every_steps:
-                    save(step, state)
-                print(f"SIGTERM: saved step {step} to {workdir}/checkpoints; exiting")
-                break
-    except storage.StorageError:
-        unreachable = True  # nothing more to upload: fail now, not after more retries
-        raise
-    finally:
-        bar.close()
-        profiler.stop()
-        contexts.close()
-        signal.signal(signal.SIGTERM, previous)
-        if not unreachable:
-            with storage.reporting(f"finishing the checkpoints in {workdir}", advice):
-                checkpoint.wait(mngr, config.checkpoint_timeout_s)
-                mngr.close()
-                writer.close()
-        else:
-            writer.close(sync=False)
-    if int(state.step) == config.total_steps and config.report.passkey_multiples:
-        params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
-        if proc == 0:
-            last.update(_report(workdir, config, model_cfg, params, tok))
-    return last
+    return _report(run, params)
 
 
 def main(argv: list[str] | None = None) -> None:

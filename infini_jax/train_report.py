@@ -47,15 +47,16 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
         return records, tasks.summarize_retrieval(records)
 
     records, summary = score()
+    saved = {"summary": summary, "samples": records}
     if model_cfg.attention == "infini":
-        _, ablated = score(reset_memory=True)
+        saved["samples_memory_ablated"], ablated = score(reset_memory=True)
         summary["memory_ablated"] = {
             k: ablated[k]
             for k in ("overall", "by_length", "by_segments_back", "beyond_first_segment")
         }
     storage.write_text(
         storage.join(workdir, "passkey.json"),
-        json.dumps({"summary": summary, "samples": records}, indent=1),
+        json.dumps(saved, indent=1),
     )
     loss_curve(workdir)
     plots.heatmap(summary, storage.join(workdir, "heatmap.png"), f"passkey: {model_cfg.attention}")

@@ -165,7 +165,8 @@ def score_retrieval(
     return records
 
 
-def _acc(rows: list[dict]) -> dict:
+def accuracy(rows: list[dict]) -> dict:
+    """Exact match, mean digit accuracy (None when no sample has digits) and count of `rows`."""
     digits = [r["digit_accuracy"] for r in rows if r["digit_accuracy"] is not None]
     return {
         "accuracy": float(np.mean([r["correct"] for r in rows])),
@@ -176,17 +177,17 @@ def _acc(rows: list[dict]) -> dict:
 
 def summarize_retrieval(records: list[dict]) -> dict:
     """Accuracy overall, per length, per depth, per segments back, and per (depth, length)."""
-    out = {"overall": _acc(records)}
+    out = {"overall": accuracy(records)}
     for key in ("length", "depth", "segments_back"):
         values = sorted({r[key] for r in records})
-        out[f"by_{key}"] = {str(v): _acc([r for r in records if r[key] == v]) for v in values}
+        out[f"by_{key}"] = {str(v): accuracy([r for r in records if r[key] == v]) for v in values}
     out["by_depth_length"] = {
-        f"{d},{n}": _acc([r for r in records if r["depth"] == d and r["length"] == n])
+        f"{d},{n}": accuracy([r for r in records if r["depth"] == d and r["length"] == n])
         for d in sorted({r["depth"] for r in records})
         for n in sorted({r["length"] for r in records})
     }
     beyond = [r for r in records if r["segments_back"] > 0]
-    out["beyond_first_segment"] = _acc(beyond) if beyond else None
+    out["beyond_first_segment"] = accuracy(beyond) if beyond else None
     return out
 
 

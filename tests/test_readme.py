@@ -1,0 +1,32 @@
+"""The README's figures are the results files' figures."""
+
+import json
+import os
+
+from infini_jax.bench import tiny_default
+from tests.conftest import ROOT
+
+
+def test_the_readme_tiny_default_table_is_its_results_file():
+    with open(os.path.join(ROOT, "docs", "results", "tiny_default.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    # The stored table is what the command printed; rendering it again from the figures must
+    # give the same text, and the README must hold it verbatim.
+    assert tiny_default.table(results) == results["table"]
+    assert results["table"] in readme, "paste docs/results/tiny_default.json's table into README"
+    assert results["command"] in readme
+
+
+def test_the_table_cells_count_the_samples_they_say():
+    def record(length, back, correct):
+        return {"length": length, "segments_back": back, "correct": correct, "digit_accuracy": 0.5}
+
+    records = [record(256, 0, True), record(256, 2, True), record(256, 5, False)]
+    records += [record(1024, 9, False), record(1024, 1, True)]
+    cells = tiny_default.figures({"samples": records}, 256)
+    assert cells["near"] == {"accuracy": 1.0, "digit_accuracy": 0.5, "n": 1}
+    assert cells["beyond"]["n"] == 4 and cells["beyond"]["accuracy"] == 0.5
+    assert cells["by_length"]["256"]["accuracy"] == 2 / 3
+    assert list(cells["by_length"]) == ["256", "1024"]
