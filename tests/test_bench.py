@@ -1,10 +1,13 @@
 """Benchmarks produce well-formed records and check targets as ratios (no timing asserted)."""
 
+import pytest
+
 from infini_jax.bench import train_speed
 from infini_jax.bench.__main__ import targets
 from infini_jax.bench.peak import matmul_peak
 
 
+@pytest.mark.slow
 def test_train_step_record_has_the_documented_fields():
     peak = matmul_peak(n=1024, repeats=3)  # a 256³ matmul underrates the peak: MFU > 1
     assert peak["bench"] == "peak" and peak["flops_per_s"] > 0

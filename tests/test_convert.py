@@ -183,6 +183,7 @@ def test_greedy_generation_equals_transformers(tmp_path):
     np.testing.assert_array_equal(ours, theirs[:, 8:].numpy())
 
 
+@pytest.mark.slow
 def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
     hf_llama(tmp_path / "hf", tok=bpe, **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", 64)
@@ -196,6 +197,7 @@ def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
     assert r.stdout.rstrip("\n") == bpe.decode(new)
 
 
+@pytest.mark.slow
 def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-2.0)
@@ -272,6 +274,7 @@ def test_convert_cli_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path, capsys):
     hf_llama(tmp_path / "hf", tok=bpe, **CASES["gqa_untied"])
     imported = str(tmp_path / "imported")

@@ -90,6 +90,7 @@ def _passkey(seed=0, lengths=(256,), samples=2, key_digits=1, encoder=encode):
     )
 
 
+@pytest.mark.slow
 def test_hand_built_memory_model_retrieves_across_16_segments_and_local_does_not():
     samples = _passkey()  # 256 word tokens = 16 segments of 16
     assert max(len(s.tokens) for s in samples) > 15 * 16
@@ -107,6 +108,7 @@ def test_hand_built_memory_model_retrieves_across_16_segments_and_local_does_not
     assert tasks.score_retrieval(ablated, samples, decode, batch_size=8) == local
 
 
+@pytest.mark.slow
 def test_teacher_forced_scoring_equals_greedy_decoding():
     cfg = small_model(init_std=0.3, vocab_size=512, segment_len=16)
     params = model.init_params(cfg, jax.random.key(1))
@@ -215,6 +217,7 @@ def _eval_config(task, **overrides):
     return c
 
 
+@pytest.mark.slow
 def test_evaluate_passkey_writes_results_summary_plots_and_report(saved_checkpoint, tmp_path):
     out = str(tmp_path / "eval")
     summary = evaluate(_eval_config("passkey"), saved_checkpoint + "/7", out)
@@ -252,6 +255,7 @@ def test_evaluate_passkey_writes_results_summary_plots_and_report(saved_checkpoi
     )
 
 
+@pytest.mark.slow
 def test_evaluate_ppl_and_memory_stats(saved_checkpoint, tmp_path):
     ppl = evaluate(
         _eval_config("ppl_by_position", lengths=(256,)), saved_checkpoint, str(tmp_path / "p")
@@ -270,6 +274,7 @@ def test_evaluate_ppl_and_memory_stats(saved_checkpoint, tmp_path):
     assert os.path.getsize(tmp_path / "m" / "gates.png") > 0
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
     def run(*args):
         cmd = [sys.executable, "-m", "infini_jax.evaluate", *args]
@@ -297,6 +302,7 @@ def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
     assert "config.depths" in r.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_results_as_one(saved_checkpoint, tmp_path):
     """2 processes × 2 fake devices each (gloo collectives on 127.0.0.1) vs 1 device."""
     one = str(tmp_path / "one")

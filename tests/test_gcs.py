@@ -98,6 +98,7 @@ def wait_until(condition, proc, timeout=300, poll=0.1) -> None:
         time.sleep(poll)
 
 
+@pytest.mark.slow
 def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path):
     args = (
         "--config.total_steps=6",
@@ -197,6 +198,7 @@ def get_sweep():
 """
 
 
+@pytest.mark.slow
 def test_sweep_with_a_gs_root_runs_and_summarizes(gcs, tmp_path):
     fixed = {a.split("=")[0][len("--config.") :]: a.split("=")[1] for a in SMALL}
     fixed = {k: int(v) if v.isdigit() else v for k, v in fixed.items()}

@@ -33,6 +33,7 @@ def _full_logits(cfg, params, tokens):
     return np.asarray(logits[:, :t])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: "-".join(map(str, k.values())))
 def test_decode_steps_equal_the_segment_model(kind):
     cfg, params = _model(kind)
@@ -58,6 +59,7 @@ def test_greedy_generation_equals_full_forward_argmax(kind, prompt_len):
     np.testing.assert_array_equal(new, logits[:, prompt_len - 1 : -1].argmax(-1))
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_top_p_keeps_the_nucleus():
     logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
     key = jax.random.key(0)

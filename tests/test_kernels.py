@@ -32,6 +32,7 @@ def _inputs(dtype=jnp.float32):
     return q, k, v, ids, mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "impl, blocks",
     [
@@ -85,6 +86,7 @@ def test_a_window_the_kernel_cannot_block_is_one_config_line(tiny_config):
         validate(tiny_config)
 
 
+@pytest.mark.slow
 def test_model_loss_with_a_kernel_equals_xla():
     cfg = small_model(segment_len=128, d_model=64, num_heads=4, num_kv_heads=2, mlp_dim=64)
     params = model.init_params(cfg, jax.random.key(0))
@@ -123,6 +125,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_kernel_under_an_eight_device_mesh_runs_in_shard_map():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     r = subprocess.run(

@@ -104,6 +104,7 @@ def _logits(cfg, params, tokens):
     return model.sequence_logits(cfg, params, tokens)[0]
 
 
+@pytest.mark.slow
 def test_multiple_choice_log_likelihoods_and_accuracy(setup, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     tmp, bpe = setup

@@ -28,6 +28,7 @@ def packed_extras(cfg, batch=2, segments=4):
     return jnp.asarray(ids > 0), jnp.asarray(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["infini", "local"])
 def test_step_loop_equals_scan(attention):
     cfg = small_model(attention=attention)
@@ -121,6 +122,7 @@ def test_gradient_reaches_first_segment_through_memory():
     np.testing.assert_array_equal(np.asarray(g_local)[first_rows], 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("j", [1, 2, 3])
 def test_truncation_cuts_exactly_at_every_kth_boundary(j):
     """Loss on segment j, cut every k segments: segment 0 is reached iff no cut in 1..j,
@@ -141,6 +143,7 @@ def test_truncation_cuts_exactly_at_every_kth_boundary(j):
             np.testing.assert_allclose(got, full, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_truncation_equals_a_constant_memory_for_parameters():
     """With a cut before the last segment, its parameter gradient equals the gradient of one
     segment step whose incoming memory is a constant; with full BPTT it does not."""
@@ -203,6 +206,7 @@ def test_model_is_causal_through_memory():
         assert not np.allclose(changed[:, 24:], base[:, 24:])  # reaches the last segment
 
 
+@pytest.mark.slow
 def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
     cfg = small_model(segment_len=4)
     params = model.init_params(cfg, jax.random.key(12))
@@ -218,6 +222,7 @@ def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
     assert np.abs(p - p_ref).sum(-1).max() < 0.05  # next-token distributions agree
 
 
+@pytest.mark.slow
 def test_remat_policies_give_identical_gradients():
     cfg = small_model()
     params = model.init_params(cfg, jax.random.key(14))

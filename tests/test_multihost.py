@@ -33,6 +33,7 @@ def one_process(tmp_path_factory):
     return losses(workdir)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_their_checkpoint_continues_in_one(one_process, tmp_path):
     workdir = str(tmp_path)
     out = local_job(
@@ -74,6 +75,7 @@ def _process_with_id(parent: int, process_id: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_killing_one_process_ends_the_whole_job_with_an_error(tmp_path):
     port = 12461
     env = dict(os.environ, LOCAL_PORT=str(port))
@@ -111,6 +113,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_sharded_data_resumes_exactly_on_the_same_process_count(tmp_path):
     """host_sharding="sharded": every process's iterator state is gathered into the checkpoint;
     a 2-process resume continues each process's own stream bitwise."""

@@ -244,6 +244,7 @@ def test_bad_gqa_shapes_raise():
         ops.infini_attention(q, k, v, balance, segment_len=4)
 
 
+@pytest.mark.slow
 def test_query_blocks_give_the_same_attention_and_gradients():
     """Long windows are computed in query blocks: identical outputs and gradients to dense."""
     rng = np.random.default_rng(3)

@@ -47,6 +47,7 @@ def run(args, **env):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
     out = run(
         [
@@ -89,6 +90,7 @@ def test_plan_argument_parsing():
     assert param_group(("unembed", "kernel")) == "output projection"
 
 
+@pytest.mark.slow
 def test_plan_of_the_seed_config_with_default_flags_fills_the_mesh_the_batch_splits_over():
     out = run([sys.executable, "-m", "infini_jax.plan", "--config=configs/llama_300m_infini.py"])
     assert "302,015,584 parameters; mesh data=4, fsdp=1, tensor=1 (4 devices)" in out

@@ -68,6 +68,7 @@ def test_expansion_names_and_bad_overrides(tmp_path):
         plan_runs({"base": "configs/tiny.py", "grid": {"model.gate": ["bad"]}}, "/r")
 
 
+@pytest.mark.slow
 def test_four_run_sweep_resumes_after_interruption_and_summarises(tmp_path):
     sweep, root = write_sweep(tmp_path), tmp_path / "root"
     printed = sweep_cli(f"--sweep={sweep}", f"--workdir={root}", "--launcher=print")

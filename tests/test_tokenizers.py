@@ -113,6 +113,7 @@ def test_bpe_training_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "a bpe tokenizer is written as .json" in r.stderr
 
 
+@pytest.mark.slow
 def test_tiny_default_trains_end_to_end_with_a_bpe_tokenizer(bpe, tmp_path):
     config = load_config(config_path("tiny.py"))
     config.data.tokenizer = bpe.path

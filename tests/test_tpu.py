@@ -90,6 +90,7 @@ def test_two_slices_put_the_data_axis_across_them():
     assert {d.slice_index for d in grid[2:].flat} == {1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, axes, slices",
     [
@@ -110,6 +111,7 @@ def test_the_compiled_train_step_holds_the_mosaic_splash_kernel(name, axes, slic
     assert p["fits"] == {target.name: True}
 
 
+@pytest.mark.slow
 def test_without_the_kernel_the_step_has_no_mosaic_call():
     # The count measures the kernel: the same step with the XLA attention has none.
     axes = {"data": 1, "fsdp": 1, "tensor": 1}
@@ -153,6 +155,7 @@ def test_splash_blocks_lower_for_each_tpu_generation(name, window, blocks):
     assert compiled.as_text().count(plan.MOSAIC) >= 2  # the forward and the backward kernels
 
 
+@pytest.mark.slow
 def test_the_seed_config_compiles_for_v5p_8(tmp_path):
     r = _cli(
         "--config=configs/llama_300m_infini.py", "--topology=v5p-8", f"--json={tmp_path}/p.json"
@@ -176,6 +179,7 @@ def _tiny_on_v5e(tmp_path, *args):
     return r, json.loads((tmp_path / "p.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_step_that_runs_out_of_hbm_is_a_no_not_a_traceback(tmp_path):
     args = ("--config.data.batch_size=65536", "--config.model.remat_policy=none")
     r, p = _tiny_on_v5e(tmp_path, *args)
@@ -184,6 +188,7 @@ def test_a_step_that_runs_out_of_hbm_is_a_no_not_a_traceback(tmp_path):
     assert "| v5e-4 | 16 | no (out of memory) |" in r.stdout
 
 
+@pytest.mark.slow
 def test_bad_targets_are_one_line(tmp_path):
     r = _cli("--topology=v9-8")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
@@ -262,6 +267,7 @@ def test_search_prunes_and_picks_the_most_tokens_then_the_least_recomputation(mo
     assert "**best**" in plan_search.format_search(result)
 
 
+@pytest.mark.slow
 def test_search_on_the_tpu_compiler_writes_its_table(tmp_path):
     r, s = _tiny_on_v5e(tmp_path, "--search", "--search_batches=1,2")
     # The tiny model fits at once: the cheapest policy at the largest batch ends the search.

@@ -89,6 +89,7 @@ def reference(tmp_path_factory):
     return losses(workdir)
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_losses_as_one(reference, tmp_path):
     # Two "slices" of 4 CPU devices (mesh.slices: consecutive blocks stand for TPU slices), each
     # fsdp=2 × tensor=2; the data axis spans the slices.
@@ -110,6 +111,7 @@ def test_eight_devices_give_the_same_losses_as_one(reference, tmp_path):
     assert reference[6] < reference[1]
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
     workdir = str(tmp_path)
     proc = launch(
@@ -124,6 +126,7 @@ def test_sigkill_and_resume_is_bitwise_identical(reference, tmp_path):
     assert "nothing to do" in out
 
 
+@pytest.mark.slow
 def test_sigterm_saves_then_exits_zero(tmp_path):
     workdir = str(tmp_path)
     proc = launch(
@@ -137,6 +140,7 @@ def test_sigterm_saves_then_exits_zero(tmp_path):
     assert saved and 2 <= max(saved) < 500 and f"saved step {max(saved)}" in out
 
 
+@pytest.mark.slow
 def test_restore_onto_other_device_counts(reference, tmp_path):
     base = str(tmp_path / "eight")
     launch(
@@ -184,6 +188,7 @@ def test_how_a_step_is_computed_may_change_on_resume_but_not_the_model():
         checkpoint.check_compatible(saved, config, 5)
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
     workdir = str(tmp_path)
     launch(workdir, "--config.total_steps=1")
@@ -198,6 +203,7 @@ def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
     assert f"workdir {tmp_path}/file/sub is not writable" in err
 
 
+@pytest.mark.slow
 def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
     o = tiny_config.optimizer
     o.warmup_steps, o.learning_rate, o.gate_learning_rate, o.weight_decay = 0, 1e-3, 1e-2, 0.1
@@ -221,6 +227,7 @@ def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
     assert np.all(np.asarray(zero["layers"]["attention"]["balance"]) == 0)  # no decay
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_skipped_and_counted(tiny_config):
     cfg = small_model()
     tx, schedules = optim.make_optimizer(
@@ -246,6 +253,7 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_config):
     assert int(metrics["nonfinite_run"]) == 0
 
 
+@pytest.mark.slow
 def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
     config = load_config(config_path("tiny.py"))
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
@@ -270,6 +278,7 @@ def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path)
     assert "unknown config field 'num_expert' in --config.model.num_expert" in err
 
 
+@pytest.mark.slow
 def test_end_of_run_report(tmp_path):
     config = load_config(config_path("tiny.py"))
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 4
@@ -294,6 +303,7 @@ def test_end_of_run_report(tmp_path):
     assert "| 256 |" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_path, capsys):
     # data.md's route in small: a 512-token tokenizer under a 640-row model. Its predictions
     # include ids the tokenizer lacks: they decode as "⁇" and count as wrong, never crash.
@@ -342,6 +352,7 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_
     assert result
 
 
+@pytest.mark.slow
 def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
     def small(config):
         config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
@@ -409,6 +420,7 @@ def _truncate_array_files(step_dir) -> None:
             f.truncate(os.path.getsize(path) // 2)
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(reference, tmp_path):
     workdir = str(tmp_path / "run")
     launch(workdir, "--config.total_steps=4", "--config.checkpoint_every_steps=2")
