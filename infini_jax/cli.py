@@ -40,8 +40,19 @@ def parse_flags(argv: list[str]) -> list[str]:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        config = re.match(r"flag (--\w+=\S+): Error whilst parsing config file", lines[0])
+        if config:  # the config file raised: its own error and line, not config_flags' trace
+            where = [ln.split(", ")[1] for ln in lines if ln.strip().startswith('File "')]
+            at = f" at {where[-1]}" if where and where[-1].startswith("line") else ""
+            fail(f"error: {config.group(1)}: cannot load it ({lines[-1].strip()}{at})")
         fail(f"error: {lines[-1] if lines else e} (pass --helpfull to see all flags)")
+    except SyntaxError as e:  # a config file that does not parse (config_flags lets it through)
+        spec = next((a for a in argv if a.startswith("--config=")), "--config")
+        fail(f"error: {spec}: cannot load it (SyntaxError: {e.msg} at line {e.lineno})")
     except (KeyError, AttributeError) as e:
+        if "has no attribute 'get_config'" in str(e):  # config_flags found no get_config()
+            spec = next((a for a in argv if a.startswith("--config=")), "--config")
+            fail(f"error: {spec}: cannot load it (it defines no get_config())")
         name = re.sub(r"[\"']", "", str(e))
         field = next((a for a in argv if a.startswith("--config.") and name in a), "--config.?")
         fail(

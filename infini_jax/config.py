@@ -14,7 +14,9 @@ import inspect
 import io
 import json
 import os
+import sys
 import tokenize
+import traceback
 
 import ml_collections
 
@@ -35,11 +37,37 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist; pass --config=configs/<name>.py")
+    return call_python_file(path, "get_config", arg or None, what="config file")
+
+
+def call_python_file(path: str, function: str, *args, what: str):
+    """Runs the Python file `path` (its directory first on `sys.path`, as a script) and returns
+    `function(*args)` from it. Any failure (a syntax error, an exception, no such function) is
+    a `ConfigError` naming the file and the line: user files are never a traceback."""
     name = os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # sibling modules
+    try:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        if not callable(getattr(module, function, None)):
+            raise ConfigError(f"{what} {path} defines no {function}()")
+        return getattr(module, function)(*args)
+    except (ConfigError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's file: one line, not a traceback
+        raise ConfigError(f"{what} {path} cannot be loaded ({file_error(e, path)})") from None
+    finally:
+        sys.path.remove(os.path.dirname(os.path.abspath(path)))
+
+
+def file_error(error: BaseException, path: str) -> str:
+    """`Type: message at line N` of an error raised while running the Python file `path`."""
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError: {error.msg} at line {error.lineno}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
+    where = f" at line {frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 def override(

@@ -22,6 +22,7 @@ warning (Hugging Face runs them as full attention); "infini" ones are refused (H
 has no compressive memory).
 """
 
+import contextlib
 import json
 import sys
 
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import flags
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.flax import save
 
 from infini_jax import checkpoint, cli, hf, model, storage
@@ -78,6 +79,19 @@ def safetensors_files(hf_dir: str) -> list[str]:
     )
 
 
+@contextlib.contextmanager
+def _open_safetensors(local: str, path: str):
+    """`safe_open(local)`; a file that is not safetensors (another format, a truncated header
+    or tensor) is one `ConvertError` naming `path`."""
+    try:
+        with safe_open(local, framework="flax") as f:
+            yield f  # a truncated tensor raises at its read, inside the caller's loop
+    except (SafetensorError, OSError) as e:
+        raise ConvertError(
+            f"{path} is not a readable safetensors file ({e}); download it again"
+        ) from None
+
+
 def import_config(
     hf_dir: str,
     attention: str,
@@ -115,7 +129,7 @@ def read_params(hf_dir: str, model_cfg) -> dict:
     expected = hf.weights(model_cfg)
     seen: set[str] = set()
     for path in safetensors_files(hf_dir):
-        with storage.local_copy(path) as local, safe_open(local, framework="flax") as f:
+        with storage.local_copy(path) as local, _open_safetensors(local, path) as f:
             for name in f.keys():
                 if hf.IGNORED.fullmatch(name):
                     continue

@@ -18,8 +18,11 @@ The prefix token is EOS (`--prefix=eos`: our training separates documents with E
 (`--prefix=bos`, for imported Llama checkpoints, which start documents with BOS).
 """
 
+import contextlib
 import json
 import sys
+import traceback
+from collections.abc import Iterator
 
 import numpy as np
 from absl import flags
@@ -146,6 +149,36 @@ def task_names(spec: str, manager) -> list[str]:
     return names
 
 
+# Where a failure is lm-eval's (or its data libraries'), not this bridge's: such a failure is
+# one line; any other keeps its traceback (a bug of ours must stay visible).
+LIBRARIES = ("/lm_eval/", "/datasets/", "/huggingface_hub/", "/evaluate/", "/wonderwords/")
+
+
+@contextlib.contextmanager
+def library_failures(names: list[str]) -> Iterator[None]:
+    """Turns an unreachable Hugging Face Hub (a task whose data is not cached) and a crash
+    inside lm-eval's own code (e.g. a metric dividing by zero) into one `Error` line."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - sorted below: ours re-raised
+        frames = traceback.extract_tb(e.__traceback__)
+        where = frames[-1] if frames else None
+        text = " ".join(str(e).split())[:300]
+        if isinstance(e, ConnectionError) or "huggingface.co" in text or "on the Hub" in text:
+            raise Error(
+                f"task(s) {names} need data from the Hugging Face Hub, which cannot be reached "
+                f"({text}); run once where it can (the datasets cache keeps it), or pick tasks "
+                "whose data is local (docs/evaluation.md lists them)"
+            ) from None
+        if where is not None and any(lib in where.filename for lib in LIBRARIES):
+            site = f"{where.filename.rsplit('/site-packages/', 1)[-1]}:{where.lineno}"
+            raise Error(
+                f"lm-eval failed inside task(s) {names}: {type(e).__name__}: {text} (at "
+                f"{site}); the task cannot score this model at these settings"
+            ) from None
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("tasks", None, "Comma-separated lm-eval task names.")
@@ -164,14 +197,15 @@ def main(argv: list[str] | None = None) -> None:
         manager = TaskManager(include_path=f.include_path)
         names = task_names(f.tasks, manager)
         lm = InfiniLM(f.checkpoint, f.batch_size, f.prefix)
-        results = evaluator.simple_evaluate(
-            model=lm,
-            tasks=names,
-            num_fewshot=f.num_fewshot,
-            limit=f.limit,
-            task_manager=manager,
-            log_samples=False,
-        )
+        with library_failures(names):
+            results = evaluator.simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=f.num_fewshot,
+                limit=f.limit,
+                task_manager=manager,
+                log_samples=False,
+            )
         for task, metrics in results["results"].items():
             shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
             print(task, json.dumps(shown))

@@ -62,10 +62,9 @@ class Writer:
         self.staging = tempfile.mkdtemp(prefix="infini_jax_") if storage.is_remote(workdir) else ""
         self.path = os.path.join(self.staging, "metrics.jsonl") if self.staging else self.remote
         if storage.exists(self.remote):
-            lines = storage.read_text(self.remote).splitlines(keepends=True)
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            kept = [r for r in storage.read_jsonl(self.remote) if r["step"] <= resume_step]
             with open(self.path, "w") as f:
-                f.writelines(kept)
+                f.writelines(json.dumps(r) + "\n" for r in kept)
 
     def _board(self):
         if self.tb is None:

@@ -13,6 +13,7 @@ an object. Against a local emulator, set `STORAGE_EMULATOR_HOST` and `TENSORSTOR
 """
 
 import io
+import json
 import logging
 import os
 import posixpath
@@ -32,14 +33,19 @@ class StorageError(Error):
 
 
 def reason(error: BaseException) -> str:
-    """The first line of the innermost cause of `error` (e.g. "Cannot connect to host ...")."""
+    """The first line of the innermost cause of `error` (e.g. "Cannot connect to host ...");
+    a parser's error (JSON) with its type. A `StopIteration` left in the chain by a library's
+    internals says nothing and is skipped."""
     for _ in range(32):  # bounded: a chain can loop
         inner = error.__cause__ or error.__context__
-        if inner is None:
+        if inner is None or isinstance(inner, StopIteration | StopAsyncIteration):
             break
         error = inner
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
+    line = lines[0] if lines else type(error).__name__
+    if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
+        line = f"{type(error).__name__}: {line}"
+    return line[:200]
 
 
 @contextmanager
@@ -242,3 +248,29 @@ def rmtree(p: str) -> None:
         shutil.rmtree(p)
     else:
         os.remove(p)
+
+
+def read_json(p: str):
+    """The JSON value in file `p`; a file that is not JSON is an `Error` naming it."""
+    text = read_text(p)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise Error(f"{p} is not valid JSON ({e}); restore or delete it") from None
+
+
+def read_jsonl(p: str) -> list[dict]:
+    """The records of the JSON-lines file `p`. An incomplete last line (a process killed while
+    writing it) is dropped; a bad line before it is an `Error` naming the file and line."""
+    lines = [(i, ln) for i, ln in enumerate(read_text(p).splitlines(), 1) if ln.strip()]
+    records = []
+    for k, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1:
+                break  # the write that was cut off
+            raise Error(
+                f"{p} line {number} is not valid JSON ({e}); restore or delete it"
+            ) from None
+    return records

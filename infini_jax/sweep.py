@@ -27,7 +27,6 @@ run with the local launcher (print shows their commands); after slurm / tpu jobs
 the sweep again with `--launcher=local` to evaluate them.
 """
 
-import importlib.util
 import itertools
 import json
 import os
@@ -37,7 +36,7 @@ import sys
 import time
 
 from infini_jax import storage
-from infini_jax.config import load_config, override, validate
+from infini_jax.config import call_python_file, load_config, override, validate
 from infini_jax.errors import ConfigError
 
 LAUNCHERS = ("local", "print", "slurm", "tpu")
@@ -49,14 +48,7 @@ def load_sweep(path: str) -> dict:
         raise ConfigError(
             f"sweep file {path} does not exist; pass --sweep=configs/sweeps/<name>.py"
         )
-    spec = importlib.util.spec_from_file_location("sweep_file", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # sibling modules, as a script
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    sweep = module.get_sweep()
+    sweep = call_python_file(path, "get_sweep", what="sweep file")
     unknown = set(sweep) - {"base", "fixed", "grid", "runs", "evals"}
     if unknown or "base" not in sweep:
         raise ConfigError(

@@ -24,7 +24,6 @@ Columns a run's evaluations add (`sweep` runs them into `RUN/<eval name>/`, see 
 import csv
 import fnmatch
 import io
-import json
 
 import numpy as np
 
@@ -40,13 +39,11 @@ def _metrics(workdir: str) -> tuple[dict, list[tuple[int, float]]]:
     if not storage.exists(path):
         return {}, []
     last, val, grad, curve = {}, None, 0.0, []
-    for line in storage.read_text(path).splitlines():
-        if line.strip():
-            last = json.loads(line)
-            val = last.get("val_loss", val)
-            grad = max(grad, last.get("grad_norm") or 0.0)
-            if "loss" in last:
-                curve.append((last["step"], last["loss"]))
+    for last in storage.read_jsonl(path):
+        val = last.get("val_loss", val)
+        grad = max(grad, last.get("grad_norm") or 0.0)
+        if "loss" in last:
+            curve.append((last["step"], last["loss"]))
     out = {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
     return out | {"skipped": last.get("skipped"), "max_grad_norm": grad}, curve
 
@@ -56,7 +53,7 @@ def _passkey_report(workdir: str) -> dict:
     path = storage.join(workdir, "passkey.json")
     if not storage.exists(path):
         return {}
-    s = json.loads(storage.read_text(path))["summary"]
+    s = storage.read_json(path)["summary"]
     beyond = s.get("beyond_first_segment") or {}
     return {
         "passkey": s["overall"]["accuracy"],
@@ -126,7 +123,7 @@ def collect(root: str, runs: set[str] | None = None) -> tuple[list[dict], dict[s
         workdir = storage.dirname(meta)
         if runs is not None and storage.basename(workdir) not in runs:
             continue
-        info = json.loads(storage.read_text(meta))
+        info = storage.read_json(meta)
         last, curves[storage.basename(workdir)] = _metrics(workdir)
         row = {"run": storage.basename(workdir), **info["overrides"], **last}
         if info.get("seconds"):
@@ -137,9 +134,8 @@ def collect(root: str, runs: set[str] | None = None) -> tuple[list[dict], dict[s
             results = storage.join(storage.dirname(summary), "results.jsonl")
             records = None
             if storage.exists(results):
-                lines = storage.read_text(results).splitlines()
-                records = [json.loads(x) for x in lines if '"segments_back"' in x]
-            row |= flatten(name, json.loads(storage.read_text(summary)), records)
+                records = [x for x in storage.read_jsonl(results) if "segments_back" in x]
+            row |= flatten(name, storage.read_json(summary), records)
         rows.append(row)
     _fill_fields(rows, root)
     return rows, curves
@@ -154,7 +150,7 @@ def _fill_fields(rows: list[dict], root: str) -> None:
         path = storage.join(root, r["run"], "config.json")
         if not missing or not storage.exists(path):
             continue
-        config = json.loads(storage.read_text(path))
+        config = storage.read_json(path)
         for f in missing:
             value = config
             for part in f.split("."):

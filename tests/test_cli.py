@@ -1,5 +1,6 @@
 """Every program's bad input is one line on stderr and exit status 2, with no traceback."""
 
+import os
 import re
 
 import pytest
@@ -97,6 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(module, args, pattern, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert lines and re.search(pattern, lines[-1]), lines[-3:]
+    assert sorted(os.listdir(tmp_path)) == ["empty"]  # no workdir or output left behind
 
 
 def test_a_missing_init_from_is_one_line_and_writes_nothing(tmp_path):

@@ -47,10 +47,17 @@ def _write_shard(job) -> dict:
     tmp = os.path.join(staging, shard_name(index, n)) if staging else final + ".tmp"
     writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")  # grain: random access
     tokens = 0
-    for doc in sources.read_documents(path, fmt, text_field, stats):
-        ids = np.asarray(tok.encode(doc) + [tok.eos_id], DTYPE)
-        writer.write(ids.tobytes())
-        tokens += len(ids)
+    try:
+        for doc in sources.read_documents(path, fmt, text_field, stats):
+            ids = np.asarray(tok.encode(doc) + [tok.eos_id], DTYPE)
+            writer.write(ids.tobytes())
+            tokens += len(ids)
+    except BaseException:  # an unreadable input: no half-written shard stays behind
+        writer.close()
+        os.remove(tmp)
+        if staging:
+            os.rmdir(staging)
+        raise
     writer.close()
     if staging:  # one upload of the finished shard: an object appears whole or not at all
         storage.upload(tmp, final)
@@ -74,22 +81,32 @@ def prepare(
     paths = sources.expand(inputs)
     tokenizer.load(tokenizer_path)  # fail now, not in a worker
     output = storage.absolute(output)
+    created = not storage.exists(output)
     storage.makedirs(output)
+    try:
+        return _write_all(paths, tokenizer_path, output, workers, fmt, text_field, progress)
+    except BaseException:
+        if created and not storage.listdir(output):  # failed before any shard: as it was
+            storage.rmtree(output)
+        raise
+
+
+def _write_all(paths, tokenizer_path, output, workers, fmt, text_field, progress) -> dict:
     n = len(paths)
     jobs = [(i, n, p, tokenizer_path, output, fmt, text_field) for i, p in enumerate(paths)]
     workers = workers or min(n, os.cpu_count() or 1)
     results = []
     bar = tqdm(total=n, desc="prepare: files", unit="file", disable=not progress, file=sys.stderr)
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for r in pool.imap(_write_shard, jobs):
-                results.append(r)
+    with bar:  # closed before an error line is printed
+        if workers > 1:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for r in pool.imap(_write_shard, jobs):
+                    results.append(r)
+                    bar.update()
+        else:
+            for job in jobs:
+                results.append(_write_shard(job))
                 bar.update()
-    else:
-        for job in jobs:
-            results.append(_write_shard(job))
-            bar.update()
-    bar.close()
     manifest_path = storage.join(output, "manifest.json")
     previous = {}
     if storage.exists(manifest_path):
