@@ -37,22 +37,19 @@ def _write(path, data) -> str:
     return str(path)
 
 
+def _small(total_steps: int):
+    """The tiny config, smaller still, without the end-of-run report."""
+    fields = {"model.d_model": 32, "model.mlp_dim": 64, "data.batch_size": 2}
+    fields |= {"total_steps": total_steps, "report.passkey_multiples": ()}
+    return override(load_config(config_path("tiny.py")), fields)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A real two-step checkpoint, its corrupted copies, and one malformed file of each kind."""
     d = tmp_path_factory.mktemp("inputs")
     good = str(d / "run")
-    config = override(
-        load_config(config_path("tiny.py")),
-        {
-            "total_steps": 2,
-            "report.passkey_multiples": (),
-            "model.d_model": 32,
-            "model.mlp_dim": 64,
-            "data.batch_size": 2,
-        },
-    )
-    train.train(config, good)
+    train.train(_small(total_steps=2), good)
     state = os.path.join(good, "checkpoints", "2", "state")
     shutil.copytree(good, d / "state_corrupt")
     for root, _, names in os.walk(str(d / "state_corrupt" / "checkpoints" / "2" / "state")):
@@ -224,17 +221,7 @@ def test_a_metrics_file_cut_off_mid_line_still_resumes(files, tmp_path):
         logged = [json.loads(line)["step"] for line in f]
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write('{"step": 3, "lo')
-    config = override(
-        load_config(config_path("tiny.py")),
-        {
-            "total_steps": 3,
-            "report.passkey_multiples": (),
-            "model.d_model": 32,
-            "model.mlp_dim": 64,
-            "data.batch_size": 2,
-        },
-    )
-    train.train(config, workdir)
+    train.train(_small(total_steps=3), workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
     assert logged[-1] == 2 and steps == [*logged, 3]

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     from absl import flags
 
     from infini_jax import cli
-    from infini_jax.bench.peak import matmul_peak
+    from infini_jax.bench.peak import printed_peak
 
     flags.DEFINE_list("lengths", ["2048", "8192"], "Sequence lengths.")
     flags.DEFINE_string("config", "bench", "'bench' or a config file.")
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run_all(_):
         f = flags.FLAGS
-        peak = matmul_peak()
-        print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
+        peak = printed_peak()
         records = [peak, *run([int(x) for x in f.lengths], peak["flops_per_s"], f.config, f.steps)]
         if f.output:
             write_records(f.output, "memory_path.json", records)

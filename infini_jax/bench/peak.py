@@ -32,6 +32,13 @@ def matmul_peak(dtype: str | None = None, n: int | None = None, repeats: int | N
     }
 
 
+def printed_peak() -> dict:
+    """`matmul_peak()`, printed as one line: every benchmark's ratios are against it."""
+    peak = matmul_peak()
+    print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
+    return peak
+
+
 def main(argv: list[str] | None = None) -> None:
     from absl import flags
 

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     from absl import flags
 
     from infini_jax import cli
-    from infini_jax.bench.peak import matmul_peak
+    from infini_jax.bench.peak import printed_peak
 
     flags.DEFINE_list("kinds", ["full", "local", "infini"], "Attention kinds.")
     flags.DEFINE_list("lengths", ["2048", "4096", "8192", "16384", "32768"], "Sequence lengths.")
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run_all(_):
         f = flags.FLAGS
-        peak = matmul_peak()
-        print(f"peak: {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak['dtype']} matmul)")
+        peak = printed_peak()
         lengths = [int(x) for x in f.lengths]
         records = [peak]
         overrides = point_overrides(f.attention_impl, f.set)
