@@ -1,0 +1,182 @@
+"""`launch/slurm/train.sbatch` and `sweep --launcher=slurm` on a real SLURM cluster: munge,
+slurmctld and two slurmd nodes on this host (tests/slurm.py), one CPU each, 4 fake JAX devices
+per task. With CI=true a host without SLURM fails these tests; elsewhere they skip."""
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests import slurm
+from tests.conftest import ROOT
+from tests.test_train import SMALL, launch, losses
+
+pytestmark = pytest.mark.slow
+
+MESH = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+CPU_NODE = ["--ntasks-per-node=1", "--cpus-per-task=1", "--gpus-per-task=0"]
+STEPS = 12
+RUN = [*SMALL, *MESH, f"--config.total_steps={STEPS}", "--config.checkpoint_every_steps=4"]
+RUN += ["--config.report.passkey_multiples=()"]
+SCRIPT = os.path.join(ROOT, "launch", "slurm", "train.sbatch")
+KILL_BOUND_S = 45  # a killed task to the job's end (the test cluster has KillWait=30 s)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    lacking = slurm.missing()
+    if lacking:
+        message = f"SLURM is not installed ({', '.join(lacking)} missing): {slurm.INSTALL}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    c = slurm.Cluster(nodes=2)
+    c.started_s = c.start()
+    yield c
+    c.stop()
+
+
+def submit(cluster, workdir: str, *sbatch_args: str) -> int:
+    """The project's script on 2 CPU nodes (or as `sbatch_args` say), training `RUN`."""
+    port = slurm._free_ports(1)[0]
+    env = dict(cluster.env, CPU_DEVICES="4", PYTHON=sys.executable)
+    env["JAX_COORDINATOR_ADDRESS"] = f"127.0.0.1:{port}"  # node1 is not a resolvable name
+    os.makedirs(workdir, exist_ok=True)
+    output = f"--output={os.path.join(workdir, 'slurm-%j.out')}"
+    args = ["--nodes=2", *CPU_NODE, output, *sbatch_args, SCRIPT, "--config=configs/tiny.py"]
+    return cluster.sbatch(*args, f"--workdir={workdir}", *RUN, env=env, cwd=ROOT)
+
+
+def log(workdir: str, job: int) -> str:
+    with open(os.path.join(workdir, f"slurm-{job}.out"), errors="replace") as f:
+        return f.read()
+
+
+def finish(cluster, workdir: str, job: int) -> dict:
+    info = cluster.wait(job, timeout=400)
+    assert info["JobState"] == "COMPLETED", log(workdir, job)[-3000:]
+    return info
+
+
+def records(workdir: str) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields (the rest is bitwise)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    timing = ("step_time_s", "tokens_per_s", "mfu")
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows]
+
+
+def wait_for_step(cluster, workdir: str, job: int, step: int) -> None:
+    deadline = time.time() + 300
+    path = os.path.join(workdir, "metrics.jsonl")
+    while time.time() < deadline:
+        if os.path.exists(path) and any(s >= step for s in losses(workdir)):
+            return
+        assert cluster.job(job)["JobState"] in ("PENDING", "RUNNING"), log(workdir, job)[-3000:]
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job} did not reach step {step}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, tmp_path_factory):
+    """The 2-node job run start to end: the reference of every interrupted one."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    t0 = time.perf_counter()
+    job = submit(cluster, workdir)
+    finish(cluster, workdir, job)
+    return {"workdir": workdir, "job": job, "seconds": time.perf_counter() - t0}
+
+
+def test_two_nodes_train_as_one_process_and_their_checkpoint_continues_in_one(
+    uninterrupted, tmp_path
+):
+    workdir = uninterrupted["workdir"]
+    out = log(workdir, uninterrupted["job"])
+    assert "2 process(es)" in out and "mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in out
+    two_nodes = losses(workdir)
+    assert sorted(two_nodes) == list(range(1, STEPS + 1))
+    one = str(tmp_path / "one")
+    launch(one, *RUN, devices=8)
+    np.testing.assert_allclose(
+        [two_nodes[s] for s in range(1, STEPS + 1)],
+        [losses(one)[s] for s in range(1, STEPS + 1)],
+        rtol=2e-5,
+    )
+    # The 2-node checkpoint of step 8 continues in one process × 8 devices.
+    cont = str(tmp_path / "continue")
+    shutil.copytree(workdir, cont)
+    shutil.rmtree(os.path.join(cont, "checkpoints", str(STEPS)))
+    out = launch(cont, *RUN, devices=8)
+    assert "starting at step 8" in out
+    np.testing.assert_allclose(
+        [losses(cont)[s] for s in range(9, STEPS + 1)],
+        [two_nodes[s] for s in range(9, STEPS + 1)],
+        rtol=2e-5,
+    )
+
+
+def _task_pid(job: int, task: int) -> int | None:
+    """The pid of job `job`'s training process with SLURM_PROCID=task."""
+    want = (f"SLURM_JOB_ID={job}".encode(), f"SLURM_PROCID={task}".encode())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"infini_jax.train" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(w in env for w in want):
+            return int(pid)
+    return None
+
+
+def _training_processes(job: int) -> list[int]:
+    return [p for p in (_task_pid(job, 0), _task_pid(job, 1)) if p]
+
+
+def test_preemption_requeue_and_a_killed_task_all_resume_bitwise(cluster, uninterrupted, tmp_path):
+    """One workdir through everything a cluster does to a job: `scancel --signal=TERM` (save,
+    exit 0, resubmit), `scontrol requeue` (save, SLURM runs it again), SIGKILL of one task
+    (the job fails within the bound, nothing left running, resubmit). The final metrics equal
+    the uninterrupted job's bitwise."""
+    workdir = str(tmp_path)
+    # 1. scancel --signal=TERM: a checkpoint at the step it was on, a clean exit.
+    job = submit(cluster, workdir)
+    wait_for_step(cluster, workdir, job, 2)
+    cluster.run("scancel", "--signal=TERM", str(job))
+    finish(cluster, workdir, job)
+    first = log(workdir, job)
+    assert "SIGTERM: saved step" in first and "Traceback" not in first, first[-3000:]
+    # 2. Resubmitted, then requeued by SLURM: the same job id runs again and resumes.
+    job = submit(cluster, workdir)
+    wait_for_step(cluster, workdir, job, 5)
+    cluster.run("scontrol", "requeue", str(job))
+    deadline = time.time() + 180
+    while "attempt 2" not in log(workdir, job) and time.time() < deadline:
+        time.sleep(0.2)
+    first_attempt, _, _ = log(workdir, job).partition("attempt 2")
+    assert "SIGTERM: saved step" in first_attempt, first_attempt[-3000:]
+    assert int(cluster.job(job)["Restarts"]) == 1
+    # 3. The requeued run resumes; one task is killed: the whole job ends, failed.
+    wait_for_step(cluster, workdir, job, 8)
+    pids = _training_processes(job)
+    assert len(pids) == 2
+    os.kill(_task_pid(job, 1), signal.SIGKILL)
+    killed = time.perf_counter()
+    info = cluster.wait(job, timeout=KILL_BOUND_S + 30)
+    ended_s = time.perf_counter() - killed
+    assert info["JobState"] == "FAILED" and ended_s < KILL_BOUND_S, (info, ended_s)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)  # nothing left running
+    assert "task 1: Killed" in log(workdir, job), log(workdir, job)[-3000:]
+    # 4. Resubmitted: it resumes from the last checkpoint and finishes.
+    job = submit(cluster, workdir)
+    finish(cluster, workdir, job)
+    assert records(workdir) == records(uninterrupted["workdir"])
+    print(f"slurm: cluster up in {cluster.started_s:.1f} s; kill to job end {ended_s:.1f} s")
