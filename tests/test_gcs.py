@@ -103,7 +103,7 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
     args = (
         "--config.total_steps=6",
         "--config.checkpoint_every_steps=2",
-        "--config.checkpoint_timeout_s=20",
+        "--config.checkpoint_timeout_s=10",
     )
     no_report = "--config.report.passkey_multiples=()"
     local = launch(str(tmp_path / "local"), *args, no_report, wait=False)

@@ -74,8 +74,10 @@ def test_slurm_dry_run_and_k8s_manifest():
     env = dict(os.environ, DRY_RUN="1")
     r = sh("bash", "launch/slurm/train.sbatch", "--config=configs/tiny.py", "--workdir=/w", env=env)
     assert r.returncode == 0
-    assert r.stdout.startswith("srun --kill-on-bad-exit=1")
-    assert "INFINI_JAX_DISTRIBUTED=1" in r.stdout and "--workdir=/w" in r.stdout
+    assert r.stdout.startswith("env INFINI_JAX_DISTRIBUTED=1 srun --kill-on-bad-exit=1")
+    assert "--workdir=/w" in r.stdout
+    r = sh("bash", "launch/slurm/train.sbatch", "--workdir=/w", env=dict(env, CPU_DEVICES="4"))
+    assert "XLA_FLAGS=--xla_force_host_platform_device_count=4 srun" in r.stdout
     (doc,) = yaml.safe_load_all(open(os.path.join(ROOT, "launch", "k8s", "jobset.yaml")))
     job = doc["spec"]["replicatedJobs"][0]["template"]["spec"]
     container = job["template"]["spec"]["containers"][0]

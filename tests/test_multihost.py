@@ -1,4 +1,7 @@
-"""Multi-host training through `launch/local.sh`: 2 processes × 4 fake CPU devices (gloo)."""
+"""Multi-host training through `launch/local.sh`: 2 processes × 4 fake CPU devices (gloo).
+
+That 2 processes train as 1 process × 8 devices, and that their checkpoint continues in one
+process, is tests/test_slurm.py's first test (the same processes, started by SLURM)."""
 
 import json
 import os
@@ -8,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -21,42 +23,6 @@ LOCAL_SH = os.path.join(ROOT, "launch", "local.sh")
 def local_job(workdir, *extra):
     """The small training config as 2 processes × 4 fake devices through launch/local.sh."""
     return launch(workdir, *MESH, *extra, prefix=("bash", LOCAL_SH, "2", "4", "--"))
-
-
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """6 steps in 1 process × 8 devices."""
-    workdir = str(tmp_path_factory.mktemp("one"))
-    launch(
-        workdir, "--config.total_steps=6", "--config.report.passkey_multiples=()", *MESH, devices=8
-    )
-    return losses(workdir)
-
-
-@pytest.mark.slow
-def test_two_processes_match_one_and_their_checkpoint_continues_in_one(one_process, tmp_path):
-    workdir = str(tmp_path)
-    out = local_job(
-        workdir,
-        "--config.total_steps=6",
-        "--config.checkpoint_every_steps=2",
-        "--config.report.passkey_multiples=()",
-    )
-    assert "2 process(es)" in out and "[0] " in out
-    assert "[1] infini model" not in out  # only process 0 prints
-    got = losses(workdir)
-    assert sorted(got) == list(range(1, 7))
-    np.testing.assert_allclose(
-        [got[s] for s in range(1, 7)], [one_process[s] for s in range(1, 7)], rtol=2e-5
-    )
-    # The 2-process checkpoint of step 4 restores in a single process and continues.
-    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
-    out = launch(
-        workdir, "--config.total_steps=6", "--config.report.passkey_multiples=()", *MESH, devices=8
-    )
-    assert "starting at step 4" in out
-    got = losses(workdir)
-    np.testing.assert_allclose([got[5], got[6]], [one_process[5], one_process[6]], rtol=2e-5)
 
 
 def _process_with_id(parent: int, process_id: int) -> int | None:

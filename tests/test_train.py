@@ -317,6 +317,7 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_
         "data.synthetic.max_length": 128,
         "total_steps": 2,
         "report.passkey_samples": 2,
+        "report.passkey_multiples": (1,),
     }
     args = [f"--config.{k}={v}" for k, v in fields.items()]
     r = run_cli("infini_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}", *args)
