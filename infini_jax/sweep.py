@@ -21,10 +21,12 @@ total_steps) and evaluations (their summary.json exists), and resumes unfinished
 (training resumes from its latest checkpoint).
 
 Launchers: `local` runs them one after another here; `print` prints the commands; `slurm`
-submits each with `sbatch launch/slurm/train.sbatch`; `tpu` runs each on the whole TPU VM pod
-through `launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit. Evaluations
-run with the local launcher (print shows their commands); after slurm / tpu jobs finish, run
-the sweep again with `--launcher=local` to evaluate them.
+submits every unfinished run at once with `sbatch [--sbatch=OPTIONS] launch/slurm/train.sbatch`
+(they run side by side where the cluster has room), waits for the jobs, then runs each
+finished run's evaluations here (`infini_jax/sweep_slurm.py`; `--nowait` submits and exits: run
+the same command again to collect); `tpu` runs each on the whole TPU VM pod through
+`launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit. After tpu jobs finish,
+run the sweep again with `--launcher=local` to evaluate them.
 """
 
 import itertools
@@ -152,7 +154,7 @@ def finished(run: dict) -> bool:
     return bool(steps) and max(steps) >= run["total_steps"]
 
 
-def launch_command(run: dict, launcher: str) -> list[str]:
+def launch_command(run: dict, launcher: str, sbatch_args: str = "") -> list[str]:
     train = [sys.executable, "-m", "infini_jax.train", *run["train_args"]]
     if launcher in ("local", "print"):
         return train
@@ -161,8 +163,10 @@ def launch_command(run: dict, launcher: str) -> list[str]:
         script = os.path.join(ROOT_DIR, "launch", "slurm", "train.sbatch")
         return [
             "sbatch",
+            "--parsable",
             f"--job-name={run['name']}",
             f"--output={log}",
+            *shlex.split(sbatch_args),
             script,
             *run["train_args"],
         ]
@@ -170,16 +174,27 @@ def launch_command(run: dict, launcher: str) -> list[str]:
     return ["bash", script, "run", "--", "python3", "-m", "infini_jax.train", *run["train_args"]]
 
 
-def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool = False) -> int:
+def run_sweep(
+    sweep_path: str,
+    root: str,
+    launcher: str = "local",
+    dry_run: bool = False,
+    sbatch_args: str = "",
+    wait: bool = True,
+) -> int:
     """Launches every unfinished run; returns the number of runs that failed."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher={launcher} is not one of {LAUNCHERS}")
     # Every run is expanded and validated before the first one starts.
     runs = plan_runs(load_sweep(sweep_path), storage.absolute(root))
+    if launcher == "slurm" and not dry_run:
+        from infini_jax.sweep_slurm import run_on_slurm
+
+        return run_on_slurm(runs, sbatch_args, wait)
     failed = []
     for i, run in enumerate(runs, 1):
-        cmd = launch_command(run, launcher)
-        evals = [[sys.executable, "-m", "infini_jax.evaluate", *a] for _, a in run["evals"]]
+        cmd = launch_command(run, launcher, sbatch_args)
+        evals = eval_commands(run)
         if launcher == "print" or dry_run:
             print("\n".join(shlex.join(c) for c in [cmd, *evals]))
             continue
@@ -198,7 +213,7 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
                 print(f"[{i}/{len(runs)}] {run['name']}: exited with status {code}", flush=True)
                 failed.append(run["name"])
                 continue
-        if launcher == "local" and not _evaluate(run, evals, f"[{i}/{len(runs)}]"):
+        if launcher == "local" and not evaluate_run(run, evals, f"[{i}/{len(runs)}]"):
             failed.append(run["name"])
         meta["seconds"] += time.perf_counter() - t0
         storage.write_text(meta_path, json.dumps(meta))
@@ -207,7 +222,11 @@ def run_sweep(sweep_path: str, root: str, launcher: str = "local", dry_run: bool
     return len(failed)
 
 
-def _evaluate(run: dict, commands: list[list[str]], tag: str) -> bool:
+def eval_commands(run: dict) -> list[list[str]]:
+    return [[sys.executable, "-m", "infini_jax.evaluate", *a] for _, a in run["evals"]]
+
+
+def evaluate_run(run: dict, commands: list[list[str]], tag: str) -> bool:
     """Runs the run's evaluations that have no summary.json yet; False if one failed."""
     ok = True
     for (name, _), cmd in zip(run["evals"], commands, strict=True):
@@ -229,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("workdir", None, "Root directory: one subdirectory per run.")
     flags.DEFINE_enum("launcher", "local", LAUNCHERS, "Where the runs go.")
     flags.DEFINE_bool("dry_run", False, "Print the commands instead of running/submitting.")
+    flags.DEFINE_string("sbatch", "", "slurm: extra sbatch options, e.g. '--nodes=2'.")
+    flags.DEFINE_bool("wait", True, "slurm: wait for the jobs, then evaluate (else re-run).")
     flags.DEFINE_string("metric", "loss", "summarize: the metric to plot.")
     flags.DEFINE_string("field", None, "summarize: the swept field on the x axis.")
     flags.DEFINE_string("group", "", "summarize: average runs differing only in this field.")
@@ -249,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         if len(args) > 1:
             raise ConfigError(f"unknown command {args[1]!r}; the only command is 'summarize'")
         cli.require("sweep", "workdir")
-        return 1 if run_sweep(f.sweep, f.workdir, f.launcher, f.dry_run) else 0
+        failed = run_sweep(f.sweep, f.workdir, f.launcher, f.dry_run, f.sbatch, f.wait)
+        return 1 if failed else 0
 
     cli.run(run, argv)
 

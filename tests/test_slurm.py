@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -180,3 +181,56 @@ def test_preemption_requeue_and_a_killed_task_all_resume_bitwise(cluster, uninte
     finish(cluster, workdir, job)
     assert records(workdir) == records(uninterrupted["workdir"])
     print(f"slurm: cluster up in {cluster.started_s:.1f} s; kill to job end {ended_s:.1f} s")
+
+
+def test_a_sweep_runs_on_the_cluster_is_evaluated_summarised_and_skipped_when_done(
+    cluster, tmp_path
+):
+    """Three runs, one node each: two train side by side, one diverges (its job fails). The
+    sweep waits for them, evaluates the finished ones here, names the failed one's job and
+    log; summarize tables them; a re-run skips what is done."""
+
+    def sweep_cli(*a):
+        env = dict(cluster.env, CPU_DEVICES="1", PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+        cmd = [sys.executable, "-m", "infini_jax.sweep", *a]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    fields = {a.split("=")[0][len("--config.") :]: a.split("=")[1] for a in SMALL}
+    fields = {k: int(v) if v.isdigit() else v for k, v in fields.items()}
+    fields.update(total_steps=3, checkpoint_every_steps=3, **{"report.passkey_multiples": ()})
+    diverges = {"seed": 3, "optimizer.learning_rate": 1e38, "optimizer.clip_norm": 1e38}
+    diverges |= {"optimizer.warmup_steps": 0, "optimizer.max_nonfinite_steps": 1}
+    sweep = tmp_path / "sweep.py"
+    sweep.write_text(
+        "def get_sweep():\n"
+        f"    return {{'base': 'configs/tiny.py', 'fixed': {fields!r},\n"
+        f"            'runs': [{{'seed': 1}}, {{'seed': 2}}, {diverges!r}],\n"
+        "            'evals': {'ppl': ('configs/eval/ppl_by_position.py',\n"
+        "                              {'lengths': (128,), 'samples_per_cell': 2})}}\n"
+    )
+    root = tmp_path / "root"
+    args = [f"--sweep={sweep}", f"--workdir={root}", "--launcher=slurm"]
+    args += ["--sbatch=--nodes=1 " + " ".join(CPU_NODE)]
+    r = sweep_cli(*args)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    jobs = {n: json.loads((root / n / "sweep_run.json").read_text())["job"] for n in runs}
+    bad = next(n for n in runs if "learning_rate" in n)
+    good = [n for n in runs if n != bad]
+    log_path = root / bad / f"slurm-{jobs[bad]}.out"
+    assert f"job {jobs[bad]} ended before total_steps; see {log_path}" in r.stdout, r.stdout
+    assert "non-finite steps in a row" in log_path.read_text()
+    for n in good:
+        assert (root / n / "ppl" / "summary.json").exists()
+    # Side by side: each good job started before the other ended.
+    times = {n: cluster.job(jobs[n]) for n in good}
+    assert all(times[a]["StartTime"] < times[b]["EndTime"] for a in good for b in good)
+    # summarize tables both trained runs (the failed one too, with its last loss).
+    s = sweep_cli("summarize", str(root))
+    assert s.returncode == 0, s.stderr[-2000:]
+    table = (root / "summary.csv").read_text()
+    assert all(n in table for n in good)
+    # A re-run skips the finished runs and their evaluations; the failed one is resubmitted.
+    again = sweep_cli(*args, "--nowait")
+    assert again.stdout.count("finished, skipped") == 2, again.stdout
+    assert ": evaluate ppl" not in again.stdout and "submitted 1 job(s)" in again.stdout
