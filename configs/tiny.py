@@ -8,6 +8,8 @@ Retrieval through the memory appears after ~1,500 steps. Presets: "" (infini), "
   python -m infini_jax.train --config=configs/tiny.py --workdir=/tmp/tiny
 """
 
+import ml_collections
+
 from infini_jax.config import base_config, preset
 
 PRESETS = {
@@ -31,4 +33,19 @@ def get_config(arg=None):
     config.optimizer.learning_rate = 1e-2  # high: a tiny model, a short run
     config.optimizer.end_learning_rate = 1e-3
     config.optimizer.warmup_steps = 100
+    # Passkey retrieval every 250 steps (24 samples: 2 lengths × 3 depths × 4): the phase
+    # change of retrieval through the memory shows in report.md's evals.png.
+    config.evals.passkey = ml_collections.ConfigDict(
+        {
+            "config": "configs/eval/passkey.py",
+            "every_steps": 250,
+            "fields": {
+                "lengths": (256, 1024),
+                "depths": (0, 50, 100),
+                "samples_per_cell": 4,
+                "key_digits": 2,
+                "batch_size": 8,
+            },
+        }
+    )
     return preset(config, arg, PRESETS, "tiny.py")

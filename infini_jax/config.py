@@ -194,10 +194,15 @@ def field_comments() -> dict[str, str]:
     return out
 
 
+MAPS = ("evals",)  # fields whose value is a map of named entries: one row each in the docs
+
+
 def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
     out = {}
     for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
+        if f"{prefix}{key}" in MAPS:
+            out[f"{prefix}{key}"] = {k: v.get("config", v) for k, v in value.items()} or {}
+        elif isinstance(value, ml_collections.ConfigDict):
             out.update(_leaves(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value

@@ -121,6 +121,11 @@ def base_config() -> ml_collections.ConfigDict:
     report.passkey_multiples = (1,)  # Passkey check at these multiples of seq_len; () = off.
     report.passkey_samples = 4  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
 
+    # Evaluations during training on the live parameters, {} = none (docs/evaluation.md): name
+    # -> ConfigDict(config="configs/eval/<task>.py[:preset]", every_steps=N (0 = off),
+    # fields={eval config field: value}); results go to the metrics as eval/<name>/...
+    config.evals = ml_collections.ConfigDict()
+
     # A jax.profiler trace of a few training steps in WORKDIR/profile (docs/performance.md).
     profile = config.profile = ml_collections.ConfigDict()
     profile.start_step = 0  # First traced step; 0 = off. Past compilation: e.g. 10.

@@ -61,11 +61,7 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
     """Runs the task; returns its summary (also written to `output/summary.json`)."""
     validate_eval(config)
     mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if config.batch_size % shards:
-        raise ConfigError(
-            f"config.batch_size={config.batch_size} is not divisible by data×fsdp={shards}"
-        )
+    check_batch(config, mesh)
 
     def shardings_fn(train_config, abstract):
         axes = model.param_logical_axes(validate(train_config))
@@ -75,24 +71,53 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
     model_cfg = validate(train_config)
     workdir, _ = checkpoint.resolve(checkpoint_path)
     tok = checkpoint.load_tokenizer(checkpoint_path, train_config)
-    if config.task == "memory_stats" and model_cfg.attention != "infini":
-        raise ConfigError(
-            f"memory_stats needs an infini checkpoint; this one is {model_cfg.attention}"
-        )
+    check_model(config, model_cfg)
     proc0 = jax.process_index() == 0
     if proc0:
         storage.makedirs(output)
-    engine_kw = dict(
-        mesh=mesh, chunk_segments=config.chunk_segments, full_context=config.full_context
-    )
-    engine = Engine(model_cfg, params, reset_memory=config.ablate_memory, **engine_kw)
     run = {
         "task": config.task,
         "checkpoint": f"{workdir} step {step}",
         "attention": model_cfg.attention,
     }
     t0 = time.perf_counter()
+    records, summary = run_task(config, model_cfg, params, tok, mesh, progress=proc0)
+    summary["run"] = run | {"seconds": time.perf_counter() - t0, "config": config.to_dict()}
+    if proc0:
+        print(file=sys.stderr)
+        report.write(output, config, model_cfg, records, summary)
+        print(report.table(config.task, summary))
+        print(f"wrote {output}/results.jsonl, summary.json, report.md")
+    return summary
 
+
+def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+    """The eval batch must split over the mesh's data axes."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if config.batch_size % shards:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by data×fsdp={shards}"
+        )
+
+
+def check_model(config: ml_collections.ConfigDict, model_cfg) -> None:
+    if config.task == "memory_stats" and model_cfg.attention != "infini":
+        raise ConfigError(
+            f"memory_stats needs an infini checkpoint; this one is {model_cfg.attention}"
+        )
+
+
+def run_task(
+    config: ml_collections.ConfigDict, model_cfg, params, tok, mesh, progress: bool = False
+) -> tuple[list[dict], dict]:
+    """The eval `config`'s task on `params` (placed on `mesh`) with the streaming engine:
+    `(records, summary)`, written nowhere. `evaluate` runs it on a checkpoint; training runs it
+    on the live parameters (`config.evals`). Every process calls it (SPMD)."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    engine_kw = dict(
+        mesh=mesh, chunk_segments=config.chunk_segments, full_context=config.full_context
+    )
+    engine = Engine(model_cfg, params, reset_memory=config.ablate_memory, **engine_kw)
     if config.task in ("passkey", "niah"):
         kw = dict(
             lengths=config.lengths,
@@ -111,21 +136,16 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
             raise ConfigError(f"config.lengths: {e}") from None
         done = [0]
 
-        def progress(n):
+        def show(n):
             done[0] += n
-            if proc0:
+            if progress:
                 print(f"\r{config.task}: {done[0]}/{len(samples)} samples", end="", file=sys.stderr)
 
         records = tasks.score_retrieval(
-            engine,
-            samples,
-            tok.decode,
-            batch_size=config.batch_size,
-            shards=shards,
-            progress=progress,
+            engine, samples, tok.decode, batch_size=config.batch_size, shards=shards, progress=show
         )
-        summary = tasks.summarize_retrieval(records)
-    elif config.task == "ppl_by_position":
+        return records, tasks.summarize_retrieval(records)
+    if config.task == "ppl_by_position":
         ablated = Engine(model_cfg, params, reset_memory=True, **engine_kw)
         records, summary = [], {"by_length": {}}
         for length in config.lengths:
@@ -145,36 +165,29 @@ def evaluate(config: ml_collections.ConfigDict, checkpoint_path: str, output: st
             summary["by_length"][str(length)] = {
                 f"nll_{k}": float(np.sum(v * count) / count.sum()) for k, v in per.items()
             } | {f"nll_{k}_by_segment": [float(x) for x in v] for k, v in per.items()}
-    else:  # memory_stats
-        records, summary = report.gate_records(model_cfg, params), {"by_length": {}}
-        engine = Engine(model_cfg, params, memory_stats=True, **engine_kw)
-        for length in config.lengths:
-            docs = _long_documents(config, tok.encode, length)
-            growth = tasks.memory_growth(engine, docs, batch_size=config.batch_size, shards=shards)
-            pairs = zip(growth["memory_norm"], growth["memory_z"], strict=True)
-            for i, (norm, z) in enumerate(pairs):
-                for layer in range(model_cfg.num_layers):
-                    records.append(
-                        {
-                            "task": config.task,
-                            "kind": "memory",
-                            "length": length,
-                            "segment": i,
-                            "layer": layer,
-                            "memory_norm": float(norm[layer]),
-                            "memory_z": float(z[layer]),
-                        }
-                    )
-            summary["by_length"][str(length)] = {k: v.tolist() for k, v in growth.items()}
-        summary |= report.gate_summary(records)
-
-    summary["run"] = run | {"seconds": time.perf_counter() - t0, "config": config.to_dict()}
-    if proc0:
-        print(file=sys.stderr)
-        report.write(output, config, model_cfg, records, summary)
-        print(report.table(config.task, summary))
-        print(f"wrote {output}/results.jsonl, summary.json, report.md")
-    return summary
+        return records, summary
+    # memory_stats
+    records, summary = report.gate_records(model_cfg, params), {"by_length": {}}
+    engine = Engine(model_cfg, params, memory_stats=True, **engine_kw)
+    for length in config.lengths:
+        docs = _long_documents(config, tok.encode, length)
+        growth = tasks.memory_growth(engine, docs, batch_size=config.batch_size, shards=shards)
+        pairs = zip(growth["memory_norm"], growth["memory_z"], strict=True)
+        for i, (norm, z) in enumerate(pairs):
+            for layer in range(model_cfg.num_layers):
+                records.append(
+                    {
+                        "task": config.task,
+                        "kind": "memory",
+                        "length": length,
+                        "segment": i,
+                        "layer": layer,
+                        "memory_norm": float(norm[layer]),
+                        "memory_z": float(z[layer]),
+                    }
+                )
+        summary["by_length"][str(length)] = {k: v.tolist() for k, v in growth.items()}
+    return records, summary | report.gate_summary(records)
 
 
 def main(argv: list[str] | None = None) -> None:

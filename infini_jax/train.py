@@ -31,6 +31,7 @@ from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
 from infini_jax.data.tokenizer import Tokenizer
 from infini_jax.errors import ConfigError, Error
+from infini_jax.eval import in_training
 from infini_jax.flops import flops_per_token
 from infini_jax.metrics import Writer, peak_flops
 from infini_jax.model_config import ModelConfig
@@ -59,6 +60,7 @@ class _Run:
     start: int  # the last completed step (0: a new run)
     proc: int
     n_proc: int
+    evals: list[in_training.Scheduled]  # config.evals that are on
 
     def print(self, *args) -> None:
         if self.proc == 0:
@@ -127,8 +129,10 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     model_cfg = validate(config)
     data_cfg = DataConfig.from_config(config.data)
     opt = OptimizerConfig.from_config(config.optimizer)
+    evals = in_training.schedule(config)
     mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
     sharding.check_batch(data_cfg.batch_size, mesh, opt.micro_batches)
+    in_training.check_fits(evals, mesh, model_cfg)
     n_proc, proc = jax.process_count(), jax.process_index()
     if data_cfg.batch_size % n_proc:
         raise ConfigError(
@@ -143,7 +147,9 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str) -> _Run:
     start = mngr.latest_step() or 0
     if start:  # before config.json is rewritten; an unreadable step is handled at restore
         checkpoint.check_resumable(mngr, start, config)
-    return _Run(config, workdir, model_cfg, data_cfg, opt, mesh, tok, mngr, start, proc, n_proc)
+    return _Run(
+        config, workdir, model_cfg, data_cfg, opt, mesh, tok, mngr, start, proc, n_proc, evals
+    )
 
 
 def _check_workdir(workdir: str) -> None:
@@ -209,6 +215,9 @@ class _Loop:
         cfg, data_cfg = run.config, run.data_cfg
         self.run_, self.training, self.iterator = run, training, iterator
         self.validate = _validation(run, training)
+        self.evals = in_training.InTraining(
+            run.evals, run.model_cfg, run.tok, run.mesh, cfg.total_steps
+        )
         self.tokens_per_step = data_cfg.batch_size * data_cfg.seq_len
         self.flops_tok = flops_per_token(run.model_cfg, data_cfg.seq_len)
         self.peak, peak_source = peak_flops()
@@ -261,7 +270,8 @@ class _Loop:
                     pending = (step, metrics["nonfinite_run"])
                     self.window_steps += 1
                     bar.update()
-                    if step % cfg.log_every_steps == 0 or step == cfg.total_steps:
+                    due = step % cfg.log_every_steps == 0 or step == cfg.total_steps
+                    if due or self.evals.due(step):
                         self._log(step, state, metrics)
                         bar.set_postfix(loss=f"{float(self.last['loss']):.3f}")
                     if step == cfg.total_steps:
@@ -296,6 +306,7 @@ class _Loop:
         }
         if self.validate and step % self.run_.config.eval_every_steps == 0:
             self.last["val_loss"] = self.validate(state.params)
+        self.last |= self.evals.run(step, state.params)  # config.evals due at this step
         self.writer.write(step, self.last)
         self.window_start, self.window_steps = time.perf_counter(), 0
 

@@ -7,9 +7,12 @@ from infini_jax.eval import plots, tasks
 from infini_jax.eval.engine import Engine
 
 
+def _rows(workdir: str) -> list[dict]:
+    return storage.read_jsonl(storage.join(workdir, "metrics.jsonl"))
+
+
 def loss_curve(workdir: str) -> str:
-    text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = _rows(workdir)
     path = storage.join(workdir, "loss.png")
     plots.curve(
         [r["step"] for r in rows],
@@ -68,6 +71,7 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
         f"{config.data.seq_len} tokens, segment {model_cfg.segment_len}.",
         "",
         "![loss](loss.png)",
+        *eval_section(workdir),
         "",
         "## Passkey (teacher-forced exact match; digit accuracy in brackets)",
         "",
@@ -93,11 +97,56 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
     return summary
 
 
+RETRIEVAL = ("/accuracy", "/beyond_first_segment")  # the in-training evals' curves
+
+
+def eval_section(workdir: str) -> list[str]:
+    """report.md lines for `config.evals`: retrieval accuracy against the training step
+    (evals.png, where the memory's phase change shows), the last values, and the share of
+    the run's wall time spent in them (nothing when the run had none)."""
+    rows = [r for r in _rows(workdir) if any(k.startswith("eval/") for k in r)]
+    if not rows:
+        return []
+    keys = sorted({k for r in rows for k in r if k.startswith("eval/") and k.endswith(RETRIEVAL)})
+    if keys:
+        steps = [r["step"] for r in rows]
+        series = {k.removeprefix("eval/"): [r.get(k, float("nan")) for r in rows] for k in keys}
+        plots.curve(
+            steps,
+            series,
+            storage.join(workdir, "evals.png"),
+            xlabel="step",
+            ylabel="exact match",
+            title="retrieval during training",
+        )
+    all_rows, previous, train_s = _rows(workdir), 0, 0.0
+    for r in all_rows:  # each line's step time covers the steps since the previous line
+        if "step_time_s" in r:
+            train_s += r["step_time_s"] * (r["step"] - previous)
+            previous = r["step"]
+    eval_s = sum(v for r in rows for k, v in r.items() if k.endswith("/seconds"))
+    share = eval_s / max(train_s + eval_s, 1e-9)
+    last = rows[-1]
+    lines = ["", "## Evaluations during training (`config.evals`)", ""]
+    lines += ["![evals](evals.png)", ""] if keys else []
+    lines += [
+        f"{len(rows)} evaluation points; they took {eval_s:.0f} s, {share:.1%} of the wall time "
+        f"of training and evaluation ({train_s:.0f} s training).",
+        "",
+        f"| at step {last['step']} | value |",
+        "|---|---|",
+    ]
+    for k in sorted(k for k in last if k.startswith("eval/") and not k.endswith("/seconds")):
+        value = last[k]
+        shown = ", ".join(f"{v:.3g}" for v in value) if isinstance(value, list) else f"{value:.3g}"
+        lines.append(f"| {k.removeprefix('eval/')} | {shown} |")
+    return lines
+
+
 def memory_table(workdir: str) -> list[str]:
     """report.md lines: per layer, the memory's ‖M‖_F and Σz and the gates g(b) at the last
     logged step (Infini models; nothing otherwise)."""
-    text = storage.read_text(storage.join(workdir, "metrics.jsonl"))
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = _rows(workdir)
     last = next((r for r in reversed(rows) if "memory_norm" in r), None)
     if last is None:
         return []
