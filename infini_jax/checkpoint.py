@@ -315,6 +315,35 @@ def require(path: str, flag: str) -> None:
     mngr.close()
 
 
+# The workdir's tokenizer as a Hugging Face directory (`AutoTokenizer.from_pretrained` loads
+# it; RULER's tasks need one), written by train at start-up.
+HF_TOKENIZER = "hf_tokenizer"
+
+
+def _unreadable_step(mngr: ocp.CheckpointManager, step: int, e: Exception) -> CheckpointError:
+    saved = mngr.all_steps()
+    return CheckpointError(
+        f"{_unreadable(step, mngr.directory, e)}; pass an earlier step (saved: {saved})"
+    )
+
+
+def _open_config(
+    path: str, flag: str
+) -> tuple[ocp.CheckpointManager, int, ml_collections.ConfigDict]:
+    mngr, step = _open(path, flag)
+    try:
+        return mngr, step, ml_collections.ConfigDict(saved_config(mngr, step))
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+        raise _unreadable_step(mngr, step, e) from None
+
+
+def load_config(path: str, flag: str = "--checkpoint") -> ml_collections.ConfigDict:
+    """The config saved with the checkpoint at `path` (see `resolve`), without its arrays."""
+    mngr, _, config = _open_config(path, flag)
+    mngr.close()
+    return config
+
+
 def load_params(
     path: str, shardings_fn=None, flag: str = "--checkpoint"
 ) -> tuple[ml_collections.ConfigDict, int, dict]:
@@ -328,18 +357,7 @@ def load_params(
     Returns:
       `(config saved with the checkpoint, step, params)`.
     """
-    mngr, step = _open(path, flag)
-
-    def unreadable(e: Exception) -> CheckpointError:
-        saved = mngr.all_steps()
-        return CheckpointError(
-            f"{_unreadable(step, mngr.directory, e)}; pass an earlier step (saved: {saved})"
-        )
-
-    try:
-        config = ml_collections.ConfigDict(saved_config(mngr, step))
-    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
-        raise unreadable(e) from None
+    mngr, step, config = _open_config(path, flag)
     model_cfg = validate(config)
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     if shardings_fn is None:
@@ -355,7 +373,7 @@ def load_params(
         restored = mngr.restore(step, args=ocp.args.Composite(state=_partial({"params": target})))
     except Exception as e:  # noqa: BLE001
         _drain()
-        raise unreadable(e) from None
+        raise _unreadable_step(mngr, step, e) from None
     mngr.close()
     return config, step, restored["state"]["params"]
 

@@ -217,7 +217,7 @@ def from_hf(
     return config
 
 
-def _export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
+def export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
     """The tokenizer beside the weights, with a tokenizer_config.json naming its special
     tokens when the source has none (so `AutoTokenizer.from_pretrained` reads them)."""
     src = storage.dirname(tok.path)
@@ -278,7 +278,7 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
     special = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
     hf_cfg = hf.hf_config(model_cfg, config.data.seq_len, dtype, special)
     storage.write_text(storage.join(output, "config.json"), json.dumps(hf_cfg, indent=2))
-    _export_tokenizer(tok, output)
+    export_tokenizer(tok, output)
     return warning
 
 

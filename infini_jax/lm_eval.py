@@ -3,6 +3,11 @@ r"""Any lm-evaluation-harness task on any infini_jax checkpoint, Infini models i
   pip install -e ".[lm_eval]"
   python -m infini_jax.lm_eval --checkpoint=WORKDIR[/STEP] --tasks=hellaswag,lambada_openai \
       [--limit=N] [--num_fewshot=K] [--include_path=DIR] [--output=results.json]
+      [--metadata=JSON] [--samples=requests.json]
+
+RULER (lm-eval's `ruler` tasks) runs offline: its tasks build their own data, sized with the
+tokenizer named in `--metadata` ("tokenizer"), which defaults to the workdir's
+`hf_tokenizer/` (train writes it); e.g. --metadata='{"max_seq_lengths": [4096, 16384]}'.
 
 `InfiniLM` is an lm-eval model (`lm_eval.api.model.TemplateLM`) over the streaming evaluation
 engine, so every request runs through the same per-segment model step as training and
@@ -21,6 +26,7 @@ The prefix token is EOS (`--prefix=eos`: our training separates documents with E
 import contextlib
 import json
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 
@@ -140,6 +146,37 @@ class InfiniLM(TemplateLM):
         return out
 
 
+def task_metadata(text: str, checkpoint_path: str) -> dict:
+    """The `--metadata` JSON object, with `tokenizer` (which RULER's tasks size their prompts
+    with) filled in: the workdir's `hf_tokenizer/` that training writes, or, for a workdir
+    from before it existed, an export of its tokenizer to a temporary directory."""
+    try:
+        metadata = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise Error(f"--metadata is not a JSON object ({e})") from None
+    if not isinstance(metadata, dict):
+        raise Error(f"--metadata must be a JSON object, not {type(metadata).__name__}")
+    if "tokenizer" not in metadata and "pretrained" not in metadata:
+        metadata["tokenizer"] = hf_tokenizer_dir(checkpoint_path)
+    return metadata
+
+
+def hf_tokenizer_dir(checkpoint_path: str) -> str:
+    """A directory `AutoTokenizer.from_pretrained` loads: the workdir's, or a fresh export."""
+    from infini_jax.convert import export_tokenizer
+
+    workdir, _ = checkpoint.resolve(checkpoint_path)
+    saved = storage.join(workdir, checkpoint.HF_TOKENIZER)
+    if storage.isfile(storage.join(saved, "tokenizer_config.json")) and not storage.is_remote(
+        saved
+    ):
+        return saved
+    config = checkpoint.load_config(checkpoint_path)
+    out = tempfile.mkdtemp(prefix="infini_jax_tokenizer_")
+    export_tokenizer(checkpoint.load_tokenizer(checkpoint_path, config), out)
+    return out
+
+
 def task_names(spec: str, manager) -> list[str]:
     """The comma-separated task names of `spec`, each one `manager` knows (else one line)."""
     names = [t.strip() for t in spec.split(",") if t.strip()]
@@ -188,13 +225,21 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_integer("batch_size", 8, "Samples per streamed batch.")
     flags.DEFINE_enum("prefix", "eos", ("eos", "bos"), "Token before empty contexts.")
     flags.DEFINE_string("output", None, "Write lm-eval's results (JSON) here.")
+    flags.DEFINE_string(
+        "metadata",
+        "",
+        'Task metadata (JSON), e.g. \'{"max_seq_lengths": [4096]}\' for RULER; "tokenizer" '
+        "defaults to the checkpoint's Hugging Face tokenizer directory.",
+    )
+    flags.DEFINE_string("samples", None, "Write every request and its response (JSON) here.")
 
     def run(_):
         f = flags.FLAGS
         if evaluator is None:
             raise Error('lm-eval is not installed: pip install -e ".[lm_eval]"')
         cli.require("checkpoint", "tasks")
-        manager = TaskManager(include_path=f.include_path)
+        metadata = task_metadata(f.metadata, f.checkpoint)
+        manager = TaskManager(include_path=f.include_path, metadata=metadata)
         names = task_names(f.tasks, manager)
         lm = InfiniLM(f.checkpoint, f.batch_size, f.prefix)
         with library_failures(names):
@@ -204,11 +249,15 @@ def main(argv: list[str] | None = None) -> None:
                 num_fewshot=f.num_fewshot,
                 limit=f.limit,
                 task_manager=manager,
-                log_samples=False,
+                log_samples=bool(f.samples),
             )
         for task, metrics in results["results"].items():
             shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
             print(task, json.dumps(shown))
+        if f.samples:  # per request: its arguments and the model's response
+            text = json.dumps(results.get("samples", {}), indent=1, default=str)
+            storage.write_text(f.samples, text)
+            print(f"wrote {f.samples}", file=sys.stderr)
         if f.output:
             text = json.dumps(results["results"], indent=2, default=str)
             storage.write_text(f.output, text)

@@ -88,6 +88,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = _initial_state(run, training, iterator)
         if run.proc == 0:
             save_config(run.config, workdir)
+            _export_tokenizer(run)
     state, last = _Loop(run, training, iterator).run(state)
     if int(state.step) == run.config.total_steps and run.config.report.passkey_multiples:
         params = multihost_utils.process_allgather(state.params, tiled=True)  # all processes
@@ -165,6 +166,16 @@ def _check_workdir(workdir: str) -> None:
         raise ConfigError(
             f"workdir {workdir} is not writable ({reason}); choose another --workdir"
         ) from None
+
+
+def _export_tokenizer(run: _Run) -> None:
+    """WORKDIR/hf_tokenizer: the run's tokenizer as a directory Hugging Face's AutoTokenizer
+    loads (for lm-eval's RULER tasks through `infini_jax.lm_eval`), written once."""
+    from infini_jax.convert import export_tokenizer
+
+    out = storage.join(run.workdir, checkpoint.HF_TOKENIZER)
+    if not storage.exists(storage.join(out, "tokenizer_config.json")):
+        export_tokenizer(run.tok, out)
 
 
 def _dataset(run: _Run, split: str, batch_size: int):

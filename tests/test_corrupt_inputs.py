@@ -41,6 +41,7 @@ def _small(total_steps: int):
     """The tiny config, smaller still, without the end-of-run report."""
     fields = {"model.d_model": 32, "model.mlp_dim": 64, "data.batch_size": 2}
     fields |= {"total_steps": total_steps, "report.passkey_multiples": ()}
+    fields |= {"evals.passkey.every_steps": 0}
     return override(load_config(config_path("tiny.py")), fields)
 
 
@@ -202,7 +203,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_malformed_file_is_one_line_and_leaves_nothing(case, files, tmp_path):
+def test_a_malformed_file_is_one_line_and_leaves_nothing(case, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline at once, not after the Hub's retries
     module, args, pattern = CASES[case]
     out = str(tmp_path / "out")
     r = run_cli(module, *[a.format(out=out, **files) for a in args])

@@ -194,6 +194,7 @@ def saved_checkpoint(tmp_path_factory):
     """A freshly initialised tiny checkpoint in a workdir, as training leaves it."""
     workdir = str(tmp_path_factory.mktemp("run"))
     config = load_config(config_path("tiny.py"))
+    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
     config.model.d_model = 64
     config.model.mlp_dim = 128
     cfg = validate(config)

@@ -158,3 +158,50 @@ def test_cli_runs_a_local_task_and_names_unknown_tasks(setup, tmp_path):
     assert task_names(" local_mc,local_roll ", manager) == ["local_mc", "local_roll"]
     with pytest.raises(Error, match=r"unknown lm-eval task\(s\) \['no_such_task'\]"):
         task_names("local_mc,no_such_task", manager)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A one-step run of the tiny default (its sentencepiece tokenizer), smaller still."""
+    from infini_jax import train
+    from infini_jax.config import load_config, override
+    from tests.conftest import config_path
+
+    workdir = str(tmp_path_factory.mktemp("tiny") / "w")
+    fields = {"model.d_model": 32, "model.mlp_dim": 64, "data.batch_size": 2, "total_steps": 1}
+    fields |= {"report.passkey_multiples": (), "evals.passkey.every_steps": 0}
+    train.train(override(load_config(config_path("tiny.py")), fields), workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_ruler_runs_offline_and_its_responses_are_greedy_generation(tiny_run, tmp_path):
+    """niah_single_1 and ruler_vt build their data offline, sized with the workdir's
+    hf_tokenizer/ (which AutoTokenizer loads, encoding as ours does); each response equals
+    `generate`'s greedy continuation of the request's prompt."""
+    from transformers import AutoTokenizer
+
+    config, _, params = checkpoint.load_params(tiny_run)
+    cfg = validate(config)
+    tok = checkpoint.load_tokenizer(tiny_run, config)
+    hf = AutoTokenizer.from_pretrained(f"{tiny_run}/{checkpoint.HF_TOKENIZER}")
+    text = FILLER.strip()  # (a trailing space is a piece of its own in HF's Llama tokenizer)
+    assert hf(text, add_special_tokens=False).input_ids == tok.encode(text)
+    args = [f"--checkpoint={tiny_run}", "--tasks=niah_single_1,ruler_vt", "--limit=1"]
+    args += ['--metadata={"max_seq_lengths": [1024]}', f"--samples={tmp_path}/s.json"]
+    r = run_cli("infini_jax.lm_eval", *args, f"--output={tmp_path}/r.json", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results) == {"niah_single_1", "ruler_vt"}
+    assert all(0 <= results[t]["1024,none"] <= 1 for t in results)
+    samples = json.loads((tmp_path / "s.json").read_text())
+    for task in ("niah_single_1", "ruler_vt"):
+        (sample,) = samples[task]
+        context, gen_kwargs = sample["arguments"][0]
+        prompt = np.asarray([tok.encode(context)])
+        ids = generate(cfg, params, prompt, max_new_tokens=gen_kwargs["max_gen_toks"])[0].tolist()
+        ids = ids[: ids.index(tok.eos_id)] if tok.eos_id in ids else ids
+        text = tok.decode(ids)
+        for stop in gen_kwargs.get("until") or []:
+            text = text.split(stop)[0]
+        assert sample["resps"] == [[text]], task

@@ -69,7 +69,7 @@ def records(workdir: str) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     timing = ("step_time_s", "tokens_per_s", "mfu")
-    return [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    return [{k: v for k, v in r.items() if k not in timing and "seconds" not in k} for r in rows]
 
 
 def wait_for_step(cluster, workdir: str, job: int, step: int) -> None:
@@ -148,25 +148,38 @@ def test_preemption_requeue_and_a_killed_task_all_resume_bitwise(cluster, uninte
     (the job fails within the bound, nothing left running, resubmit). The final metrics equal
     the uninterrupted job's bitwise."""
     workdir = str(tmp_path)
+    t0 = time.perf_counter()
+
+    def phase(what):
+        print(f"slurm: {time.perf_counter() - t0:6.1f} s {what}", flush=True)
+
     # 1. scancel --signal=TERM: a checkpoint at the step it was on, a clean exit.
     job = submit(cluster, workdir)
     wait_for_step(cluster, workdir, job, 2)
+    phase("job 1 at step 2: scancel --signal=TERM")
     cluster.run("scancel", "--signal=TERM", str(job))
     finish(cluster, workdir, job)
+    phase("job 1 completed")
     first = log(workdir, job)
     assert "SIGTERM: saved step" in first and "Traceback" not in first, first[-3000:]
     # 2. Resubmitted, then requeued by SLURM: the same job id runs again and resumes.
     job = submit(cluster, workdir)
     wait_for_step(cluster, workdir, job, 5)
+    phase("job 2 at step 5: scontrol requeue")
     cluster.run("scontrol", "requeue", str(job))
+    # SLURM holds a requeued job for about two minutes (Reason=BeginTime); release it now.
+    cluster.wait(job, timeout=60, states=("PENDING",))
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     deadline = time.time() + 180
     while "attempt 2" not in log(workdir, job) and time.time() < deadline:
         time.sleep(0.2)
+    phase("job 2 attempt 2 started")
     first_attempt, _, _ = log(workdir, job).partition("attempt 2")
     assert "SIGTERM: saved step" in first_attempt, first_attempt[-3000:]
     assert int(cluster.job(job)["Restarts"]) == 1
     # 3. The requeued run resumes; one task is killed: the whole job ends, failed.
     wait_for_step(cluster, workdir, job, 8)
+    phase("job 2 at step 8: SIGKILL task 1")
     pids = _training_processes(job)
     assert len(pids) == 2
     os.kill(_task_pid(job, 1), signal.SIGKILL)
@@ -177,8 +190,10 @@ def test_preemption_requeue_and_a_killed_task_all_resume_bitwise(cluster, uninte
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)  # nothing left running
     assert "task 1: Killed" in log(workdir, job), log(workdir, job)[-3000:]
     # 4. Resubmitted: it resumes from the last checkpoint and finishes.
+    phase(f"job 2 failed {ended_s:.1f} s after the kill")
     job = submit(cluster, workdir)
     finish(cluster, workdir, job)
+    phase("job 3 completed")
     assert records(workdir) == records(uninterrupted["workdir"])
     print(f"slurm: cluster up in {cluster.started_s:.1f} s; kill to job end {ended_s:.1f} s")
 

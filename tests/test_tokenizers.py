@@ -116,6 +116,7 @@ def test_bpe_training_errors_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_tiny_default_trains_end_to_end_with_a_bpe_tokenizer(bpe, tmp_path):
     config = load_config(config_path("tiny.py"))
+    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
     config.data.tokenizer = bpe.path
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 8
     config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128

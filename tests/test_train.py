@@ -35,6 +35,7 @@ SMALL = [
     "--config.optimizer.warmup_steps=2",
     "--config.optimizer.learning_rate=3e-3",
     "--config.data.batch_size=8",
+    "--config.evals.passkey.every_steps=0",  # test_in_training_evals covers config.evals
 ]
 
 
@@ -178,6 +179,7 @@ def cli_error(*args, devices=2):
 
 def test_how_a_step_is_computed_may_change_on_resume_but_not_the_model():
     config = load_config(config_path("tiny.py"))
+    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
     saved = {"model": config.model.to_dict()}
     del saved["model"]["layer_remat_policy"]  # a checkpoint written before the field existed
     config.model.remat_policy, config.model.remat_layers = "dots_saveable", True
@@ -256,6 +258,7 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_config):
 @pytest.mark.slow
 def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
     config = load_config(config_path("tiny.py"))
+    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
     config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 20, 1, 1
@@ -281,6 +284,7 @@ def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path)
 @pytest.mark.slow
 def test_end_of_run_report(tmp_path):
     config = load_config(config_path("tiny.py"))
+    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
     config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 4
     config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
     config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
@@ -341,6 +345,7 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_
     # A finished run whose report is missing writes it when run again (once).
     (workdir / "report.md").unlink()
     config = override(load_config(config_path("tiny.py")), fields, "test")
+    config.evals.passkey.every_steps = 0
     train.train(config, str(workdir))
     assert "writing the missing report from step 2" in capsys.readouterr().out
     assert (workdir / "report.md").exists()
@@ -362,6 +367,7 @@ def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
         return config
 
     base = small(load_config(config_path("tiny.py")))
+    base.evals.passkey.every_steps = 0
     base.total_steps = base.checkpoint_every_steps = 2
     train.train(base, str(tmp_path / "pre"))
     ft = load_config(config_path("passkey_finetune.py") + ":tiny")
