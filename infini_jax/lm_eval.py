@@ -27,6 +27,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -78,6 +79,7 @@ class InfiniLM(TemplateLM):
         )
         self.batch_size = batch_size
         self.max_gen_toks = max_gen_toks
+        self.request_seconds: list[float] = []  # wall time of each generate_until request
 
     @property
     def eot_token_id(self) -> int:
@@ -117,6 +119,7 @@ class InfiniLM(TemplateLM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         out = []
         for req in requests:
+            start = time.perf_counter()
             context, kwargs = req.args
             kwargs = dict(kwargs or {})
             until = kwargs.get("until") or []
@@ -143,6 +146,7 @@ class InfiniLM(TemplateLM):
             for s in until:
                 text = text.split(s)[0]
             out.append(text)
+            self.request_seconds.append(time.perf_counter() - start)
         return out
 
 
@@ -251,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
                 task_manager=manager,
                 log_samples=bool(f.samples),
             )
+        if lm.request_seconds:
+            n, total = len(lm.request_seconds), sum(lm.request_seconds)
+            print(f"timing: {n} generate requests, {total / n:.2f} s each", file=sys.stderr)
         for task, metrics in results["results"].items():
             shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
             print(task, json.dumps(shown))

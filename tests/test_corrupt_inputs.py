@@ -202,7 +202,14 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# Left out of the fast tier: the cases that load a model or lm-eval (3-13 s each).
+SLOW = {"lm_eval checkpoint", "lm_eval hub task offline", "train init_from checkpoint"}
+SLOW |= {"evaluate checkpoint config", "generate checkpoint arrays", "bench config raises"}
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else []) for c in CASES]
+)
 def test_a_malformed_file_is_one_line_and_leaves_nothing(case, files, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline at once, not after the Hub's retries
     module, args, pattern = CASES[case]
@@ -214,6 +221,7 @@ def test_a_malformed_file_is_one_line_and_leaves_nothing(case, files, tmp_path, 
     assert not os.path.exists(out), os.listdir(out)
 
 
+@pytest.mark.slow
 def test_a_metrics_file_cut_off_mid_line_still_resumes(files, tmp_path):
     """A process killed while writing metrics.jsonl leaves a partial last line; the resumed
     run keeps the complete lines and goes on."""

@@ -17,6 +17,8 @@ def test_the_readme_tiny_default_table_is_its_results_file():
     assert tiny_default.table(results) == results["table"]
     assert results["table"] in readme, "paste docs/results/tiny_default.json's table into README"
     assert results["command"] in readme
+    assert tiny_default.evals_sentence(results) == results["evals_sentence"]
+    assert results["evals_sentence"] in readme.replace("\n", " ")
 
 
 def test_the_table_cells_count_the_samples_they_say():

@@ -25,7 +25,8 @@ RUNS = {"infini": "configs/tiny.py", "local": "configs/tiny.py:local"}
 NEEDLE_NEAR = (1, 2, 3)  # segments back of the table's first row (within the training length)
 
 
-def _commit() -> str:
+def commit() -> str:
+    """The checked-out commit (results files name it)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
         return out.stdout.strip() or "unknown"
@@ -82,6 +83,30 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def eval_series(metrics_path: str) -> list[dict]:
+    """The passkey evaluations during training (`config.evals.passkey`): step, accuracy and
+    accuracy with the needle in an earlier segment than the question."""
+    keys = {"accuracy": "eval/passkey/accuracy", "beyond": "eval/passkey/beyond_first_segment"}
+    return [
+        {"step": r["step"], **{k: r.get(v) for k, v in keys.items()}}
+        for r in storage.read_jsonl(metrics_path)
+        if keys["accuracy"] in r
+    ]
+
+
+def evals_sentence(results: dict) -> str:
+    """The README's sentence on the tiny default's retrieval during training."""
+    series = results["infini_evals"]
+    first = next((p for p in series if p["beyond"]), None)
+    cells = ", ".join(f"{p['beyond']:.0%} at {p['step']:,}" for p in series[::2] + series[-1:])
+    when = f"first above 0% at step {first['step']:,}" if first else "never above 0%"
+    return (
+        "During training the tiny default's passkey eval (`config.evals.passkey`) tracks the "
+        f"needle in an earlier segment than the question: {when} ({cells}; `evals.png` in "
+        "the report)."
+    )
+
+
 def _train(spec: str, workdir: str) -> float:
     """Trains `spec` into `workdir` in this process (resuming or skipping what is done); the
     wall seconds it took."""
@@ -108,6 +133,7 @@ def measure(workdir: str) -> dict:
         if name == "infini":
             ablated = {"samples": passkey["samples_memory_ablated"]}
             out["infini_ablated"] = figures(ablated, training_len)
+            out["infini_evals"] = eval_series(storage.join(run_dir, "metrics.jsonl"))
         out["runs"][name] = {
             "config": spec,
             "workdir": run_dir,
@@ -129,13 +155,15 @@ def main(argv: list[str] | None = None) -> None:
         results = {
             "command": "python -m infini_jax.bench.tiny_default "
             f"--workdir={flags.FLAGS.workdir} --output={flags.FLAGS.output}",
-            "commit": _commit(),
+            "commit": commit(),
             "date": datetime.date.today().isoformat(),
             **results,
         }
         results["table"] = table(results)
+        results["evals_sentence"] = evals_sentence(results)
         storage.write_text(flags.FLAGS.output, json.dumps(results, indent=1) + "\n")
         print(results["table"])
+        print(results["evals_sentence"])
         print(f"wrote {flags.FLAGS.output}")
 
     cli.run(run, argv)
