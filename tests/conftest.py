@@ -42,3 +42,16 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     cmd = [sys.executable, "-m", module, *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# The files that take longest go to the two workers first (pytest-xdist hands out whole files
+# in collection order), so the run does not end waiting on one long file.
+LONGEST_FIRST = ("test_train.py", "test_slurm.py", "test_gcs.py", "test_tpu.py", "test_model.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = os.path.basename(str(item.fspath))
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file is kept
