@@ -39,6 +39,19 @@ SMALL = [
 ]
 
 
+def tiny_128(batch_size: int, config=None):
+    """`config` (default: the tiny config) on 128-token documents (4 segments of 32), logging
+    every step, without the tiny in-training eval (tests/test_in_training_evals.py covers it),
+    for in-process runs."""
+    config = config or load_config(config_path("tiny.py"))
+    if "passkey" in config.evals:
+        config.evals.passkey.every_steps = 0
+    config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, batch_size
+    config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
+    config.log_every_steps = 1
+    return config
+
+
 def launch(workdir, *extra, devices=1, wait=True, prefix=()):
     """`python -m infini_jax.train` on the small config (behind `prefix`, e.g. launch/local.sh)."""
     env = dict(
@@ -257,11 +270,8 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_config):
 
 @pytest.mark.slow
 def test_run_stops_after_k_non_finite_steps_with_checkpoints_intact(tmp_path):
-    config = load_config(config_path("tiny.py"))
-    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
-    config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
-    config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
-    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 20, 1, 1
+    config = tiny_128(batch_size=2)
+    config.total_steps, config.checkpoint_every_steps = 20, 1
     config.optimizer.warmup_steps, config.optimizer.max_nonfinite_steps = 0, 2
     config.optimizer.learning_rate, config.optimizer.clip_norm = 1e38, 1e38
     with pytest.raises(train.TrainingStopped, match="2 non-finite steps in a row"):
@@ -283,11 +293,8 @@ def test_cli_bad_value_and_unknown_field_are_one_line_before_compiling(tmp_path)
 
 @pytest.mark.slow
 def test_end_of_run_report(tmp_path):
-    config = load_config(config_path("tiny.py"))
-    config.evals.passkey.every_steps = 0  # config.evals: test_in_training_evals
-    config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 4
-    config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
-    config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 3, 1, 3
+    config = tiny_128(batch_size=4)
+    config.total_steps, config.checkpoint_every_steps = 3, 3
     config.report.passkey_multiples, config.report.passkey_samples = (1, 2), 2
     config.eval_every_steps, config.eval_batches = 3, 2
     config.profile.start_step, config.profile.num_steps = 2, 1
@@ -360,21 +367,15 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_
 
 @pytest.mark.slow
 def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
-    def small(config):
-        config.data.seq_len, config.model.segment_len, config.data.batch_size = 128, 32, 2
-        config.data.synthetic.min_length, config.data.synthetic.max_length = 128, 128
-        config.log_every_steps, config.report.passkey_multiples = 1, ()
-        return config
-
-    base = small(load_config(config_path("tiny.py")))
-    base.evals.passkey.every_steps = 0
+    base = tiny_128(batch_size=2)
+    base.report.passkey_multiples = ()
     base.total_steps = base.checkpoint_every_steps = 2
     train.train(base, str(tmp_path / "pre"))
     ft = load_config(config_path("passkey_finetune.py") + ":tiny")
     assert (ft.optimizer.learning_rate, ft.optimizer.gate_learning_rate) == (7.5e-5, 1.5e-4)
     assert ft.data.synthetic.kv_recall_weight == 0 and ft.data.batch_size == 64
-    ft = small(ft)
-    ft.data.batch_size, ft.total_steps, ft.checkpoint_every_steps = 2, 2, 2
+    ft = tiny_128(batch_size=2, config=ft)
+    ft.report.passkey_multiples, ft.total_steps, ft.checkpoint_every_steps = (), 2, 2
     with pytest.raises(ConfigError, match="config.init_from is empty"):
         train.train(ft, str(tmp_path / "ft0"))
     ft.init_from = str(tmp_path / "pre")
