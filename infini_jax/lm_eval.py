@@ -213,9 +213,16 @@ def library_failures(names: list[str]) -> Iterator[None]:
             ) from None
         if where is not None and any(lib in where.filename for lib in LIBRARIES):
             site = f"{where.filename.rsplit('/site-packages/', 1)[-1]}:{where.lineno}"
+            why = "the task cannot score this model at these settings"
+            if isinstance(e, ZeroDivisionError):  # an aggregate over no samples
+                why = (
+                    "a metric had no sample to average: RULER builds none at a length its text "
+                    "does not fit with this tokenizer (e.g. ruler_cwe at 4K); raise "
+                    "max_seq_lengths in --metadata"
+                )
             raise Error(
                 f"lm-eval failed inside task(s) {names}: {type(e).__name__}: {text} (at "
-                f"{site}); the task cannot score this model at these settings"
+                f"{site}); {why}"
             ) from None
         raise
 
