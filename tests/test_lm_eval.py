@@ -205,3 +205,25 @@ def test_ruler_runs_offline_and_its_responses_are_greedy_generation(tiny_run, tm
         for stop in gen_kwargs.get("until") or []:
             text = text.split(stop)[0]
         assert sample["resps"] == [[text]], task
+
+
+def test_failures_inside_lm_eval_are_one_line_and_ours_keep_their_traceback():
+    from infini_jax.lm_eval import library_failures
+
+    def raise_in(filename: str, error: str):
+        exec(compile(f"raise {error}", filename, "exec"))  # a frame "inside" that file
+
+    site = "/venv/lib/python3.11/site-packages/lm_eval/tasks/ruler/common_utils.py"
+    with pytest.raises(
+        Error,
+        match=r"ZeroDivisionError: .* \(at lm_eval/tasks/ruler/common_"
+        r"utils.py:1\); a metric had no sample to average",
+    ):
+        with library_failures(["ruler_cwe"]):
+            raise_in(site, "ZeroDivisionError('division by zero')")
+    with pytest.raises(Error, match=r"need data from the Hugging Face Hub"):
+        with library_failures(["hellaswag"]):
+            raise_in(site, "ConnectionError(\"Couldn't reach 'x' on the Hub\")")
+    with pytest.raises(KeyError):  # a failure in our own code is not hidden
+        with library_failures(["x"]):
+            raise_in("/work/infini_jax/lm_eval.py", "KeyError('ours')")
