@@ -162,6 +162,7 @@ def test_streaming_compiles_once_and_feeds_fixed_size_chunks():
     engine = Engine(cfg, params, chunk_segments=4)
     shapes = []
     inner = engine._chunk
+    compiled = inner._cache_size()  # shared by engines of this config (other tests' shapes too)
 
     def spy(params, memory, *arrays):
         shapes.append({a.shape for a in arrays} | {x.shape for x in jax.tree.leaves(memory)})
@@ -174,7 +175,7 @@ def test_streaming_compiles_once_and_feeds_fixed_size_chunks():
         assert [len(x) for x in out.logprob] == [1, 2]
         assert out.segment_nll.shape == (2, -(-length // 16))
     assert len({frozenset(s) for s in shapes}) == 1  # same shapes at 100 and 3,000 tokens
-    assert inner._cache_size() == 1
+    assert inner._cache_size() - compiled <= 1  # one compile serves both lengths
     assert len(shapes) == 2 + 3000 // 64 + 1
 
 

@@ -20,6 +20,7 @@ Attention kinds:
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +64,50 @@ def eval_config(model_cfg: ModelConfig, full_context: int) -> ModelConfig:
     return model_cfg
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_chunk(model_cfg, reset_memory: bool, memory_stats: bool, mesh: Mesh | None):
+    """The jitted chunk step of one engine configuration, shared by every `Engine` built with
+    it (the parameters are an argument): evaluations repeated during training, or an ablated
+    engine beside the plain one, compile once."""
+    step = jax.jit(
+        functools.partial(_chunk_fn, model_cfg, reset_memory, memory_stats), donate_argnums=1
+    )
+    if mesh is not None:  # a fused kernel follows the mesh's platform, in shard_map
+        step = sharding.InMesh(step, mesh)
+    return step
+
+
+def _chunk_fn(model_cfg, reset_memory, memory_stats, params, memory, tokens, targets, valid):
+    """One chunk `[batch, chunk]` → (memory, per-token and per-window figures)."""
+
+    def per_segment(logits, ex, mem):
+        logp = model.token_logprob(logits, ex["targets"])
+        w = ex["valid"].astype(jnp.float32)
+        out = {
+            "logprob": logp,
+            "argmax": jnp.argmax(logits, -1).astype(jnp.int32),
+            "nll": -jnp.sum(logp * w, axis=-1),
+            "count": jnp.sum(w, axis=-1),
+        }
+        if memory_stats:
+            out["memory_norm"], out["memory_z"] = (x.T for x in ops.memory_stats(mem))
+        return out
+
+    extras = {"targets": targets, "valid": valid, "mask": tokens >= 0}
+    outs, memory = model.scan_segments(
+        model_cfg,
+        params,
+        per_segment,
+        jnp.maximum(tokens, 0),
+        extras,
+        memory,
+        reset_memory=reset_memory,
+    )
+    per_token = {k: ops.merge_segments(outs.pop(k)) for k in ("logprob", "argmax")}
+    per_window = {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items()}
+    return memory, {**per_token, **per_window}
+
+
 class Engine:
     """Streams batches of long samples through one model.
 
@@ -94,42 +139,10 @@ class Engine:
         self.reset_memory = reset_memory and self.model_cfg.attention == "infini"
         self.memory_stats = memory_stats and self.model_cfg.attention == "infini"
         self.align_end = model_cfg.attention == "full" and full_context > 0
-        self._chunk = jax.jit(self._chunk_fn, donate_argnums=1)
-        if mesh is not None:  # a fused kernel follows the mesh's platform, in shard_map
-            self._chunk = sharding.InMesh(self._chunk, mesh)
+        self._chunk = _compiled_chunk(self.model_cfg, self.reset_memory, self.memory_stats, mesh)
 
     def window(self, length: int) -> int:
         return length if self.model_cfg.attention == "full" else self.model_cfg.segment_len
-
-    def _chunk_fn(self, params, memory, tokens, targets, valid):
-        """One chunk `[batch, chunk]` → (memory, per-token and per-window figures)."""
-
-        def per_segment(logits, ex, mem):
-            logp = model.token_logprob(logits, ex["targets"])
-            w = ex["valid"].astype(jnp.float32)
-            out = {
-                "logprob": logp,
-                "argmax": jnp.argmax(logits, -1).astype(jnp.int32),
-                "nll": -jnp.sum(logp * w, axis=-1),
-                "count": jnp.sum(w, axis=-1),
-            }
-            if self.memory_stats:
-                out["memory_norm"], out["memory_z"] = (x.T for x in ops.memory_stats(mem))
-            return out
-
-        extras = {"targets": targets, "valid": valid, "mask": tokens >= 0}
-        outs, memory = model.scan_segments(
-            self.model_cfg,
-            params,
-            per_segment,
-            jnp.maximum(tokens, 0),
-            extras,
-            memory,
-            reset_memory=self.reset_memory,
-        )
-        per_token = {k: ops.merge_segments(outs.pop(k)) for k in ("logprob", "argmax")}
-        per_window = {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items()}
-        return memory, {**per_token, **per_window}
 
     def _put(self, x: np.ndarray, spec=BATCH) -> jax.Array:
         if self.mesh is None:
