@@ -75,8 +75,9 @@ def run_on_slurm(runs: list[dict], sbatch_args: str, wait: bool) -> int:
             print(f"{tag} {run['name']}: finished, skipped")
             continue
         job = _meta(run)[1].get("job")
-        if job and job_state(job):
-            print(f"{tag} {run['name']}: job {job} is {job_state(job)}; not resubmitted")
+        state = job_state(job) if job else ""
+        if state:
+            print(f"{tag} {run['name']}: job {job} is {state}; not resubmitted")
         else:
             job = _submit(run, tag, sbatch_args)
         if job is None:

@@ -104,7 +104,8 @@ def eval_section(workdir: str) -> list[str]:
     """report.md lines for `config.evals`: retrieval accuracy against the training step
     (evals.png, where the memory's phase change shows), the last values, and the share of
     the run's wall time spent in them (nothing when the run had none)."""
-    rows = [r for r in _rows(workdir) if any(k.startswith("eval/") for k in r)]
+    all_rows = _rows(workdir)
+    rows = [r for r in all_rows if any(k.startswith("eval/") for k in r)]
     if not rows:
         return []
     keys = sorted({k for r in rows for k in r if k.startswith("eval/") and k.endswith(RETRIEVAL)})
@@ -119,7 +120,7 @@ def eval_section(workdir: str) -> list[str]:
             ylabel="exact match",
             title="retrieval during training",
         )
-    all_rows, previous, train_s = _rows(workdir), 0, 0.0
+    previous, train_s = 0, 0.0
     for r in all_rows:  # each line's step time covers the steps since the previous line
         if "step_time_s" in r:
             train_s += r["step_time_s"] * (r["step"] - previous)
