@@ -75,7 +75,21 @@ def base_config() -> ml_collections.ConfigDict:
     model.splash_block_q = 512  # Query block.
     model.splash_block_kv = 512  # Key/value block.
     model.splash_block_kv_compute = 512  # Key/value sub-block of the inner loop (<= kv block).
-    model.memory_update = "delta"  # "linear" (M += σ(K)ᵀV) or "delta" (subtract the read first).
+    # The memory's update: "linear" (M += σ(K)ᵀV), "delta" (subtract the read first, in one step
+    # from the state before the segment: the paper's) or "exact_delta" (the delta rule token by
+    # token, in order, as a chunked triangular solve; docs/infini_attention.md).
+    model.memory_update = "delta"
+    # Feature map of the memory's queries and keys: "elu" (σ = ELU+1, read σ(q)M / σ(q)z: the
+    # paper's) or "l2" (SiLU then unit L2 norm per head, read q̂M with no normaliser: DeltaNet).
+    model.memory_features = "elu"
+    model.delta_chunk = 64  # exact_delta: tokens per triangular solve; divides segment_len.
+    # A per-token, per-kv-head write strength β = sigmoid(W_β x + b_β) scaling each token's write.
+    model.write_strength = False
+    model.write_strength_init = 0.5  # β's bias at init: sigmoid(b_β) = this, in (0, 1).
+    # Decay α of M and z once per segment, per kv head, before the write: "none", "learned"
+    # (α = exp(−softplus(b_α))) or "data" (b_α plus a projection of the segment's mean input).
+    model.decay = "none"
+    model.decay_init = 0.99  # α at init, per segment (not per token), in (0, 1).
     model.gate = "hard_sigmoid"  # g(b): "sigmoid" or "hard_sigmoid" = clip(0.2·b + 0.5, 0, 1).
     model.balance_init = 0.0  # Initial balance factor b per head (g = 0.5); hard_sigmoid: |b| < 2.5
     model.empty_memory = "gate"  # Empty memory: "gate" mixes A_mem = 0 (seed); "local" = A_dot.

@@ -5,6 +5,7 @@ sharding rules map onto mesh axes: embed, vocab, mlp, heads, kv_heads, head_dim,
 """
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -69,6 +70,45 @@ class Attention(nn.Module):
         """The attention kernel for windows of `q.shape[1]` tokens (`model.attention_impl`)."""
         return ops.kernels.resolve(self.model_cfg.attention_impl, q.shape[1])[0]
 
+    def _write_gates(self, x: jax.Array) -> tuple[jax.Array | None, jax.Array | None]:
+        """The memory's write strength β = sigmoid(W_β x + b_β) and decay logits (b_α, plus
+        W_α x when data-dependent), each float32 `[batch, n, kv_heads]` or None when off."""
+        c = self.model_cfg
+        kv = c.num_kv_heads
+        beta = logits = None
+        if c.write_strength:
+            init = math.log(c.write_strength_init / (1.0 - c.write_strength_init))
+            beta = nn.sigmoid(
+                nn.DenseGeneral(
+                    kv,
+                    dtype=jnp.float32,
+                    param_dtype=jnp.float32,
+                    kernel_init=partitioned(
+                        nn.initializers.normal(c.init_std), ("embed", "kv_heads")
+                    ),
+                    bias_init=partitioned(nn.initializers.constant(init), ("kv_heads",)),
+                    name="write_strength",
+                )(x)
+            )
+        if c.decay != "none":
+            logits = self.param(
+                "decay_bias",
+                partitioned(nn.initializers.constant(ops.decay_logit(c.decay_init)), ("kv_heads",)),
+                (kv,),
+                jnp.float32,
+            )
+            logits = jnp.broadcast_to(logits, (*x.shape[:2], kv))
+            if c.decay == "data":  # zero at init: α starts at decay_init for every input
+                logits = logits + nn.DenseGeneral(
+                    kv,
+                    use_bias=False,
+                    dtype=jnp.float32,
+                    param_dtype=jnp.float32,
+                    kernel_init=partitioned(nn.initializers.zeros, ("embed", "kv_heads")),
+                    name="decay",
+                )(x)
+        return beta, logits
+
     @nn.compact
     def __call__(
         self,
@@ -102,17 +142,29 @@ class Attention(nn.Module):
                 (c.num_heads,),
                 jnp.float32,
             )
+            beta, decay_logits = self._write_gates(x)
         if cache is not None and balance is not None:
             out, memory, cache = ops.infini_decode(
-                q, k, v, balance, memory, cache, c.infini_options
+                q, k, v, balance, memory, cache, c.infini_options, beta=beta,
+                decay_logits=decay_logits,
             )
         elif cache is not None:
             wrap = c.attention == "local"
             out, cache = ops.local_decode(q, k, v, cache, rope=c.rope, wrap=wrap)
         elif balance is not None:
             options = dataclasses.replace(c.infini_options, attention_impl=self._kernel(q))
+            decay = None if decay_logits is None else ops.decay_from_logits(decay_logits, mask)
             out, memory = ops.infini_segment(
-                q, k, v, balance, memory, options, mask=mask, segment_ids=segment_ids
+                q,
+                k,
+                v,
+                balance,
+                memory,
+                options,
+                mask=mask,
+                segment_ids=segment_ids,
+                beta=beta,
+                decay=decay,
             )
         else:
             out = ops.local_attention(

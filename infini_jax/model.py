@@ -83,7 +83,10 @@ def init_cache(model_cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
     slots for "infini"/"local", `max_len` (prompt + new tokens) for "full"."""
     c = model_cfg
     window = max_len if c.attention == "full" else c.segment_len
-    return _per_layer(c, ops.init_cache(batch, window, c.num_kv_heads, c.head_dim, c.compute_dtype))
+    infini = c.attention == "infini"
+    gates = {"beta": infini and c.write_strength, "decay": infini and c.decay != "none"}
+    cache = ops.init_cache(batch, window, c.num_kv_heads, c.head_dim, c.compute_dtype, **gates)
+    return _per_layer(c, cache)
 
 
 def decode_step(

@@ -11,6 +11,7 @@ from infini_jax.defaults import base_config
 from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
 from infini_jax.ops import (
     EMPTY_MEMORY_MODES,
+    FEATURES,
     GATES,
     ROPE_SCALINGS,
     UPDATE_RULES,
@@ -20,6 +21,7 @@ from infini_jax.ops import (
 )
 
 ATTENTION_KINDS = ("full", "local", "infini")
+DECAYS = ("none", "learned", "data")
 # What a rematerialised function keeps from its forward pass (jax.checkpoint policies).
 # "attention_out": only each layer's attention output (named "attention_out" in layers.py).
 REMAT_POLICIES = {
@@ -65,6 +67,8 @@ class _ModelMethods(Section):
             self.empty_memory,
             self.rope,
             splash_blocks=self.splash_blocks,
+            features=self.memory_features,
+            delta_chunk=self.delta_chunk,
         )
 
     @property
@@ -119,6 +123,30 @@ class _ModelMethods(Section):
             )
         check_choice(self.memory_update, UPDATE_RULES, "model.memory_update")
         check_choice(self.gate, GATES, "model.gate")
+        check_choice(self.memory_features, FEATURES, "model.memory_features")
+        check_choice(self.decay, DECAYS, "model.decay")
+        check(  # a unit key repeated r times in a segment is written with gain 1 − r
+            not (self.memory_features == "l2" and self.memory_update == "delta"),
+            "config.model.memory_features='l2' with memory_update='delta' diverges (the one-step "
+            "delta rule has no normaliser to bound repeated unit keys); use "
+            "memory_update='exact_delta' (or 'linear')",
+        )
+        check(
+            is_int(self.delta_chunk) and self.delta_chunk > 0,
+            f"config.model.delta_chunk={self.delta_chunk!r} must be a positive integer",
+        )
+        check(
+            self.memory_update != "exact_delta"
+            or self.segment_len % min(self.delta_chunk, self.segment_len) == 0,
+            f"config.model.delta_chunk={self.delta_chunk} does not divide config.model."
+            f"segment_len={self.segment_len}; choose a divisor (64 is the usual one)",
+        )
+        for name in ("write_strength_init", "decay_init"):
+            value = getattr(self, name)
+            check(
+                isinstance(value, int | float) and 0 < value < 1,
+                f"config.model.{name}={value!r} must be in (0, 1) (exclusive)",
+            )
         check(  # hard_sigmoid(b) = clip(0.2·b + 0.5, 0, 1) is flat past |b| = 2.5: b never moves
             self.attention != "infini"
             or self.gate != "hard_sigmoid"

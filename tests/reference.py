@@ -26,6 +26,15 @@ def elu1(x):
     return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))
 
 
+def feature(x, kind):
+    """The memory's feature map of one vector: ELU+1, or SiLU then unit L2 norm."""
+    if kind == "elu":
+        return elu1(x)
+    s = x / (1.0 + np.exp(-x))
+    norm = math.sqrt(float(s @ s))
+    return s / norm if norm > 0 else s
+
+
 def gate_fn(b, gate):
     if gate == "sigmoid":
         return 1.0 / (1.0 + math.exp(-b))
@@ -46,8 +55,16 @@ def infini_reference(
     mask=None,
     segment_ids=None,
     empty_memory="gate",
+    features="elu",
+    beta=None,
+    decay=None,
 ):
-    """Returns (out [B, T, H, D], (M [B, K, D, D], z [B, K, D], doc [B])) in float64."""
+    """Returns (out [B, T, H, D], (M [B, K, D, D], z [B, K, D], doc [B])) in float64.
+
+    features: "elu" (read σ(q)M / σ(q)z) or "l2" (read q̂M). update: "linear", "delta" (one
+    step from the state before the segment) or "exact_delta" (the delta rule token by token).
+    beta: [B, T, K] write strength per token; decay: [B, segments, K] α per segment.
+    """
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     bsz, t_len, n_heads, d = q.shape
     n_kv = k.shape[2]
@@ -85,8 +102,10 @@ def infini_reference(
                     a_dot = sum(pj * v[bi, lo + j, kvh] for pj, j in zip(p, keys, strict=True))
                     has = doc[bi] == ids[bi, t] and np.any(mem_z[bi, kvh] > 0)
                     if has:
-                        sq = elu1(q[bi, t, h])
-                        a_mem = (sq @ mem_m[bi, kvh]) / (sq @ mem_z[bi, kvh])
+                        sq = feature(q[bi, t, h], features)
+                        a_mem = sq @ mem_m[bi, kvh]
+                        if features == "elu":
+                            a_mem = a_mem / (sq @ mem_z[bi, kvh])
                         out[bi, t, h] = g * a_mem + (1 - g) * a_dot
                     elif empty_memory == "gate":
                         out[bi, t, h] = (1 - g) * a_dot
@@ -101,14 +120,24 @@ def infini_reference(
                 mem_z[bi] = 0.0
                 doc[bi] = last_doc
             for kvh in range(n_kv):
+                if decay is not None:
+                    alpha = float(decay[bi, lo // segment_len, kvh])
+                    mem_m[bi, kvh] *= alpha
+                    mem_z[bi, kvh] *= alpha
                 m_old, z_old = mem_m[bi, kvh].copy(), mem_z[bi, kvh].copy()
                 for t in valid:
                     if ids[bi, t] != last_doc:
                         continue
-                    sk = elu1(k[bi, t, kvh])
+                    w = 1.0 if beta is None else float(beta[bi, t, kvh])
+                    sk = feature(k[bi, t, kvh], features)
+                    # the memory the delta term reads: before the segment, or right now
+                    m_r, z_r = (m_old, z_old) if update == "delta" else (mem_m[bi, kvh], mem_z[bi, kvh])
                     val = v[bi, t, kvh].copy()
-                    if update == "delta" and sk @ z_old > 0:
-                        val -= (sk @ m_old) / (sk @ z_old)
-                    mem_m[bi, kvh] += np.outer(sk, val)
-                    mem_z[bi, kvh] += sk
+                    if update != "linear":
+                        if features == "l2":
+                            val -= sk @ m_r
+                        elif sk @ z_r > 0:
+                            val -= (sk @ m_r) / (sk @ z_r)
+                    mem_m[bi, kvh] = mem_m[bi, kvh] + w * np.outer(sk, val)
+                    mem_z[bi, kvh] = mem_z[bi, kvh] + w * (sk if features == "elu" else sk * sk)
     return out, (mem_m, mem_z, doc)

@@ -1,6 +1,13 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
 from infini_jax.ops import kernels
+from infini_jax.ops.delta_rule import (
+    FEATURES,
+    decay_from_logits,
+    decay_logit,
+    exact_delta_write,
+    features,
+)
 from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
 from infini_jax.ops.local import (
@@ -29,6 +36,7 @@ from infini_jax.ops.rope import ROPE_SCALINGS, Rope, apply_rope, rope_angles
 
 __all__ = [
     "EMPTY_MEMORY_MODES",
+    "FEATURES",
     "GATES",
     "InfiniOptions",
     "KVCache",
@@ -38,6 +46,10 @@ __all__ = [
     "Memory",
     "apply_rope",
     "attend",
+    "decay_from_logits",
+    "decay_logit",
+    "exact_delta_write",
+    "features",
     "gate_value",
     "group_heads",
     "grouped_attention",

@@ -10,7 +10,8 @@ from infini_jax.ops.local import (
     local_attention,
     ungroup_heads,
 )
-from infini_jax.ops.memory import InfiniOptions, Memory, init_memory, memory_write, mix, sigma
+from infini_jax.ops.delta_rule import features
+from infini_jax.ops.memory import InfiniOptions, Memory, init_memory, memory_write, mix
 from infini_jax.ops.rope import DEFAULT_ROPE, Rope
 
 
@@ -57,6 +58,8 @@ def infini_segment(
     *,
     mask: jax.Array | None = None,
     segment_ids: jax.Array | None = None,
+    beta: jax.Array | None = None,
+    decay: jax.Array | None = None,
 ) -> tuple[jax.Array, Memory]:
     """One segment of Infini-attention: read memory, attend locally, mix, then write memory.
 
@@ -64,8 +67,11 @@ def infini_segment(
       q: `[batch, n, heads, head_dim]`; k, v: `[batch, n, kv_heads, head_dim]`, before RoPE.
       balance: `[heads]` raw balance factors b.
       memory: state left by the previous segment (`init_memory` for none).
-      options: update rule, gate, empty-memory mode and RoPE base.
+      options: update rule, feature map, gate, empty-memory mode and RoPE base.
       mask, segment_ids: `[batch, n]`, as in `infini_attention`.
+      beta: `[batch, n, kv_heads]` write strength per token in (0, 1]; None = 1.
+      decay: `[batch, kv_heads]` the segment's decay α ∈ (0, 1] of M and z before the write;
+        None = 1.
 
     Returns:
       `(out [batch, n, heads, head_dim] in q.dtype, memory after this segment)`.
@@ -96,7 +102,18 @@ def infini_segment(
         a_dot = group_heads(a_dot, kv).astype(jnp.float32)
     reads = mask & (segment_ids == memory.doc[:, None])
     out = mix(qh, a_dot, balance, memory, reads, options) * mask[:, None, None, :, None]
-    new_memory = memory_write(sigma(kh), vh, memory, mask, segment_ids, options.update)
+    new_memory = memory_write(
+        features(kh, options.features),
+        vh,
+        memory,
+        mask,
+        segment_ids,
+        options.update,
+        kind=options.features,
+        beta=beta,
+        decay=decay,
+        chunk=options.delta_chunk,
+    )
     return ungroup_heads(out).astype(q.dtype), new_memory
 
 
@@ -115,6 +132,10 @@ def infini_attention(
     segment_ids: jax.Array | None = None,
     empty_memory: str = "gate",
     attention_impl: str = "xla",
+    features: str = "elu",
+    beta: jax.Array | None = None,
+    decay: jax.Array | None = None,
+    delta_chunk: int = 64,
 ) -> tuple[jax.Array, Memory]:
     """Infini-attention over a whole sequence: a `jax.lax.scan` of `infini_segment`.
 
@@ -126,7 +147,8 @@ def infini_attention(
       k, v: `[batch, seq, kv_heads, head_dim]`, before RoPE; `heads % kv_heads == 0`.
       balance: `[heads]` raw balance factors b; out = g(b)·A_mem + (1 − g(b))·A_dot per head.
       segment_len: tokens per segment N; `seq % segment_len == 0`.
-      update: `"linear"` or `"delta"` memory update.
+      update: `"linear"`, `"delta"` (one batch step per segment, the paper's) or
+        `"exact_delta"` (the delta rule token by token, in its chunked form) memory update.
       gate: `"sigmoid"` or `"hard_sigmoid"` (clip(0.2·b + 0.5, 0, 1)).
       rope: RoPE base and scaling of the local attention (the memory path carries no positions).
       memory: state to start from (`None` = empty); float32 m `[batch, kv_heads, d, d]`,
@@ -138,12 +160,20 @@ def infini_attention(
       empty_memory: for a token whose memory is empty (or of another document): `"gate"` mixes
         A_mem = 0 (the seed study); `"local"` returns A_dot unmixed.
       attention_impl: the kernel of the local attention ("xla", or one of `ops.kernels`).
+      features: the memory's feature map of q and k: `"elu"` (σ = ELU+1, read σ(q)M / σ(q)z)
+        or `"l2"` (SiLU then L2 norm per head, read q̂M).
+      beta: `[batch, seq, kv_heads]` write strength per token in (0, 1]; None = 1.
+      decay: the decay α ∈ (0, 1] of M and z at each segment's write: `[kv_heads]` or
+        `[batch, seq / segment_len, kv_heads]`; None = 1.
+      delta_chunk: tokens per triangular solve of `"exact_delta"` (divides segment_len).
 
     Returns:
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.
     """
     check_args(q, k, v, balance, mask, segment_ids)
-    options = InfiniOptions(update, gate, empty_memory, rope, attention_impl)
+    options = InfiniOptions(
+        update, gate, empty_memory, rope, attention_impl, features=features, delta_chunk=delta_chunk
+    )
     options.check()
     b, t, h, d = q.shape
     if segment_len <= 0 or t % segment_len:
@@ -151,18 +181,31 @@ def infini_attention(
             f"seq={t} is not a positive multiple of segment_len={segment_len}; "
             "pad the sequence (mask=False) to a multiple of segment_len"
         )
+    chunk = min(delta_chunk, segment_len)
+    if update == "exact_delta" and (chunk <= 0 or segment_len % chunk):
+        raise ValueError(f"delta_chunk={delta_chunk} does not divide segment_len={segment_len}")
+    if beta is not None and beta.shape != (b, t, k.shape[2]):
+        raise ValueError(f"beta has shape {beta.shape}; expected [batch, seq, kv_heads]")
     if memory is None:
         memory = init_memory(b, k.shape[2], d)
     if mask is None:
         mask = jnp.ones((b, t), bool)
     if segment_ids is None:
         segment_ids = jnp.zeros((b, t), jnp.int32)
+    kv = k.shape[2]
+    gates = {}
+    if beta is not None:
+        gates["beta"] = split_segments(jnp.broadcast_to(beta, (b, t, kv)), segment_len)
+    if decay is not None:  # one α per segment: [segments, batch, kv]
+        gates["decay"] = jnp.swapaxes(jnp.broadcast_to(decay, (b, t // segment_len, kv)), 0, 1)
 
     def step(mem, xs):
-        qs, ks, vs, ms, ids = xs
-        out, mem = infini_segment(qs, ks, vs, balance, mem, options, mask=ms, segment_ids=ids)
+        (qs, ks, vs, ms, ids), g = xs
+        out, mem = infini_segment(
+            qs, ks, vs, balance, mem, options, mask=ms, segment_ids=ids, **g
+        )
         return mem, out
 
     xs = tuple(split_segments(x, segment_len) for x in (q, k, v, mask, segment_ids))
-    memory, out = jax.lax.scan(step, memory, xs)
+    memory, out = jax.lax.scan(step, memory, (xs, gates))
     return merge_segments(out), memory
