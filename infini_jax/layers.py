@@ -145,7 +145,14 @@ class Attention(nn.Module):
             beta, decay_logits = self._write_gates(x)
         if cache is not None and balance is not None:
             out, memory, cache = ops.infini_decode(
-                q, k, v, balance, memory, cache, c.infini_options, beta=beta,
+                q,
+                k,
+                v,
+                balance,
+                memory,
+                cache,
+                c.infini_options,
+                beta=beta,
                 decay_logits=decay_logits,
             )
         elif cache is not None:

@@ -131,7 +131,8 @@ def infini_reference(
                     w = 1.0 if beta is None else float(beta[bi, t, kvh])
                     sk = feature(k[bi, t, kvh], features)
                     # the memory the delta term reads: before the segment, or right now
-                    m_r, z_r = (m_old, z_old) if update == "delta" else (mem_m[bi, kvh], mem_z[bi, kvh])
+                    now = (mem_m[bi, kvh], mem_z[bi, kvh])
+                    m_r, z_r = (m_old, z_old) if update == "delta" else now
                     val = v[bi, t, kvh].copy()
                     if update != "linear":
                         if features == "l2":

@@ -60,8 +60,16 @@ def test_every_option_matches_the_float64_reference(features, update, use_beta, 
     decay = decay if use_decay else None
     got = run(q, k, v, balance, beta, decay, features=features, update=update)
     ref = infini_reference(
-        q, k, v, balance, segment_len=4, update=update, rope_theta=100.0, features=features,
-        beta=beta, decay=decay,
+        q,
+        k,
+        v,
+        balance,
+        segment_len=4,
+        update=update,
+        rope_theta=100.0,
+        features=features,
+        beta=beta,
+        decay=decay,
     )
     check(got, ref)
 
@@ -91,8 +99,18 @@ def test_options_with_gqa_padding_and_packed_documents(features, kv):
         rope=ops.Rope(100.0),
     )
     ref = infini_reference(
-        q, k, v, balance, segment_len=8, update="exact_delta", rope_theta=100.0,
-        features=features, beta=beta, decay=decay, mask=mask, segment_ids=ids,
+        q,
+        k,
+        v,
+        balance,
+        segment_len=8,
+        update="exact_delta",
+        rope_theta=100.0,
+        features=features,
+        beta=beta,
+        decay=decay,
+        mask=mask,
+        segment_ids=ids,
     )
     check(got, ref)
 
@@ -101,8 +119,18 @@ def test_options_with_gqa_padding_and_packed_documents(features, kv):
 def test_exact_delta_does_not_depend_on_the_chunk(features):
     q, k, v, balance, beta, decay = inputs(3, t=32, segments=2)
     outs = [
-        run(q, k, v, balance, beta, decay, features=features, update="exact_delta", chunk=c,
-            segment_len=16)
+        run(
+            q,
+            k,
+            v,
+            balance,
+            beta,
+            decay,
+            features=features,
+            update="exact_delta",
+            chunk=c,
+            segment_len=16,
+        )
         for c in (1, 4, 16)
     ]
     for out, mem in outs[1:]:
@@ -173,8 +201,13 @@ def test_l2_keys_with_the_one_step_delta_diverge():
     norms = []
     for _ in range(6):
         mem = ops.memory_write(
-            ops.features(ops.kv_heads_first(k), "l2"), ops.kv_heads_first(v), mem,
-            jnp.ones((1, 8), bool), jnp.zeros((1, 8), jnp.int32), "delta", kind="l2",
+            ops.features(ops.kv_heads_first(k), "l2"),
+            ops.kv_heads_first(v),
+            mem,
+            jnp.ones((1, 8), bool),
+            jnp.zeros((1, 8), jnp.int32),
+            "delta",
+            kind="l2",
         )
         norms.append(float(jnp.linalg.norm(mem.m)))
     np.testing.assert_allclose(np.array(norms[1:]) / np.array(norms[:-1]), 7.0, rtol=0.2)
@@ -193,7 +226,14 @@ def test_gradients_finite_at_init_and_after_saturation(features, update, use_bet
 
     def loss(q, k, v, balance):
         out, mem = ops.infini_attention(
-            q, k, v, balance, segment_len=n, update=update, features=features, beta=beta,
+            q,
+            k,
+            v,
+            balance,
+            segment_len=n,
+            update=update,
+            features=features,
+            beta=beta,
             decay=decay,
         )
         return jnp.sum(out**2) + jnp.sum(mem.m**2)

@@ -1,6 +1,7 @@
 """Pure functions: the math of Infini-attention, with no parameters and no Flax."""
 
 from infini_jax.ops import kernels
+from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.delta_rule import (
     FEATURES,
     decay_from_logits,
@@ -8,7 +9,6 @@ from infini_jax.ops.delta_rule import (
     exact_delta_write,
     features,
 )
-from infini_jax.ops.decode import KVCache, infini_decode, init_cache, local_decode
 from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
 from infini_jax.ops.local import (
     attend,

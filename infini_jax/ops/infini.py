@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from infini_jax.ops.delta_rule import features
 from infini_jax.ops.local import (
     group_heads,
     grouped_attention,
@@ -10,7 +11,6 @@ from infini_jax.ops.local import (
     local_attention,
     ungroup_heads,
 )
-from infini_jax.ops.delta_rule import features
 from infini_jax.ops.memory import InfiniOptions, Memory, init_memory, memory_write, mix
 from infini_jax.ops.rope import DEFAULT_ROPE, Rope
 
@@ -201,9 +201,7 @@ def infini_attention(
 
     def step(mem, xs):
         (qs, ks, vs, ms, ids), g = xs
-        out, mem = infini_segment(
-            qs, ks, vs, balance, mem, options, mask=ms, segment_ids=ids, **g
-        )
+        out, mem = infini_segment(qs, ks, vs, balance, mem, options, mask=ms, segment_ids=ids, **g)
         return mem, out
 
     xs = tuple(split_segments(x, segment_len) for x in (q, k, v, mask, segment_ids))

@@ -231,9 +231,7 @@ def mix(
       `[b, kv_heads, group, n, d]` float32.
     """
     kv, group = a_dot.shape[1:3]
-    a_mem, has_memory = memory_read(
-        features(q, options.features), memory, reads, options.features
-    )
+    a_mem, has_memory = memory_read(features(q, options.features), memory, reads, options.features)
     g = gate_value(balance, options.gate).reshape(kv, group, 1, 1)
     out = g * a_mem + (1.0 - g) * a_dot
     if options.empty_memory == "local":
