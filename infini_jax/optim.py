@@ -1,8 +1,10 @@
 """AdamW with parameter groups and warmup + cosine schedules (optax).
 
 Groups: `balance` (the Infini-attention balance factors: their own peak LR and weight decay,
-as the seed study needs), `no_decay` (parameters whose path contains one of
-`optimizer.no_weight_decay`, e.g. norm scales), and `decay` (everything else). All groups share
+as the seed study needs), `no_decay` (biases, i.e. the memory's write-strength and decay
+biases, which set where those gates sit, and parameters whose path contains one of
+`optimizer.no_weight_decay`, e.g. norm scales), and `decay` (everything else, the gates'
+projections included). All groups share
 the schedule shape: linear warmup to the group's peak, cosine decay to peak ×
 (end_learning_rate / learning_rate). Gradients are clipped by global norm over all groups.
 """
@@ -63,7 +65,9 @@ def param_groups(params, o: OptimizerConfig):
         name = "/".join(str(getattr(k, "key", k)) for k in path)
         if name.endswith("balance"):
             return "balance"
-        return "no_decay" if any(p in name for p in patterns) else "decay"
+        if name.endswith("bias") or any(p in name for p in patterns):
+            return "no_decay"
+        return "decay"
 
     return jax.tree_util.tree_map_with_path(label, params)
 

@@ -86,6 +86,8 @@ def param_group(path: tuple[str, ...]) -> str:
     """A parameter's group in the plan's table, from its path in the parameter tree."""
     if "balance" in path:
         return "balance factors"
+    if {"write_strength", "decay", "decay_bias"} & set(path):
+        return "memory write gates"
     if "scale" in path:
         return "norms"
     for name in ("embed", "unembed", "attention", "mlp"):

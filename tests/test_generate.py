@@ -15,12 +15,32 @@ KINDS = [
     dict(attention="infini", memory_update="linear", empty_memory="local", gate="sigmoid"),
     dict(attention="local"),
     dict(attention="full"),
+    # the memory options: each token's β and decay logits wait in the cache for the write
+    dict(
+        attention="infini",
+        memory_update="exact_delta",
+        memory_features="l2",
+        write_strength=True,
+        decay="data",
+    ),
+    dict(
+        attention="infini",
+        memory_update="exact_delta",
+        write_strength=True,
+        decay="learned",
+        delta_chunk=4,
+    ),
 ]
 
 
 def _model(kind, **extra):
     cfg = small_model(init_std=0.3, balance_init=1.0, **kind, **extra)
-    return cfg, model.init_params(cfg, jax.random.key(3))
+    params = model.init_params(cfg, jax.random.key(3))
+    attention = params["layers"]["attention"]
+    if "decay" in attention:  # zero at init: randomised, so the decay depends on the tokens
+        shape = attention["decay"]["kernel"].shape
+        attention["decay"]["kernel"] = jax.random.normal(jax.random.key(4), shape)
+    return cfg, params
 
 
 def _full_logits(cfg, params, tokens):
