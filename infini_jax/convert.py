@@ -26,6 +26,7 @@ import contextlib
 import json
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +35,7 @@ from absl import flags
 from safetensors import SafetensorError, safe_open
 from safetensors.flax import save
 
-from infini_jax import checkpoint, cli, hf, model, storage
+from infini_jax import checkpoint, cli, hf, model, ops, storage
 from infini_jax.config import base_config, override, save_config, validate
 from infini_jax.data import tokenizer
 from infini_jax.errors import ConfigError, ConvertError, Error
@@ -122,10 +123,7 @@ def read_params(hf_dir: str, model_cfg) -> dict:
     abstract = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     params = jax.tree.map(lambda a: None, abstract, is_leaf=lambda x: hasattr(x, "shape"))
     if model_cfg.attention == "infini":
-        shape = abstract["layers"]["attention"]["balance"].shape
-        params["layers"]["attention"]["balance"] = np.full(
-            shape, model_cfg.balance_init, np.float32
-        )
+        params["layers"]["attention"].update(_fresh_memory_params(model_cfg))
     expected = hf.weights(model_cfg)
     seen: set[str] = set()
     for path in safetensors_files(hf_dir):
@@ -169,6 +167,22 @@ def read_params(hf_dir: str, model_cfg) -> dict:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ConvertError(f"{hf_dir}: tensors missing: {', '.join(missing[:3])}{more}")
     return params
+
+
+def _fresh_memory_params(model_cfg) -> dict:
+    """What Llama has no weights for, from the model's own initializers, stacked over layers:
+    the balance factors and the memory's write gates (`layers.Attention`'s other entries)."""
+    from infini_jax.layers import Attention
+
+    c = model_cfg
+    x = jnp.zeros((1, 1, c.d_model), jnp.float32)
+    memory = ops.init_memory(1, c.num_kv_heads, c.head_dim)
+    mask, ids = jnp.ones((1, 1), bool), jnp.zeros((1, 1), jnp.int32)
+    per_layer = []
+    for i in range(c.num_layers):
+        p = nn.unbox(Attention(c).init(jax.random.key(i), x, memory, mask, ids)["params"])
+        per_layer.append({k: v for k, v in p.items() if k not in hf.ATTENTION_PROJECTIONS})
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(a) for a in xs]), *per_layer)
 
 
 def _copy_tokenizer(src_dir: str, files: list[str], dst_dir: str) -> None:
@@ -255,9 +269,13 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
     config, _, params = checkpoint.load_params(path)
     model_cfg = validate(config)
     if model_cfg.attention == "infini":
+        c = model_cfg
+        memory = f"{c.memory_update} update, {c.memory_features} features" + (
+            ", write strength" * c.write_strength + f", {c.decay} decay" * (c.decay != "none")
+        )
         raise ConvertError(
-            f"{path} is an Infini-attention checkpoint: Hugging Face's Llama has no compressive "
-            "memory, so no exported model would compute what this one does"
+            f"{path} is an Infini-attention checkpoint ({memory}): Hugging Face's Llama has no "
+            "compressive memory, so no exported model would compute what this one does"
         )
     warning = ""
     if model_cfg.attention == "local":

@@ -187,6 +187,15 @@ def run_task(
                     }
                 )
         summary["by_length"][str(length)] = {k: v.tolist() for k, v in growth.items()}
+    if config.lengths:  # the write gates, over the last length's documents
+        gates = tasks.write_gate_means(model_cfg, params, docs, batch_size=config.batch_size)
+        for name, values in gates.items():
+            records += [
+                {"task": config.task, "kind": name, "layer": i, "head": h, name: float(x)}
+                for i, row in enumerate(values)
+                for h, x in enumerate(row)
+            ]
+            summary[f"{name}_by_layer"] = values.tolist()
     return records, summary | report.gate_summary(records)
 
 

@@ -172,6 +172,9 @@ _LAYER = {
     "input_layernorm.weight": (("attention_norm", "scale"), _same, _same),
     "post_attention_layernorm.weight": (("mlp_norm", "scale"), _same, _same),
 }
+# Our attention's projections that Llama has; its other parameters (the balance factors, the
+# memory's write gates) are Infini-attention's own, freshly initialised on import.
+ATTENTION_PROJECTIONS = frozenset(w[0][1] for w in _LAYER.values() if w[0][0] == "attention")
 
 
 def weights(model_cfg: ModelConfig) -> dict[str, tuple[Weight, int | None]]:

@@ -161,6 +161,10 @@ class Attention(nn.Module):
         elif balance is not None:
             options = dataclasses.replace(c.infini_options, attention_impl=self._kernel(q))
             decay = None if decay_logits is None else ops.decay_from_logits(decay_logits, mask)
+            # What the memory_stats evaluation reads (`model.segment_gates`); else a no-op.
+            for name, value in (("beta", beta), ("alpha", decay)):
+                if value is not None:
+                    self.sow("intermediates", name, value)
             out, memory = ops.infini_segment(
                 q,
                 k,
@@ -258,7 +262,7 @@ class Transformer(nn.Module):
             block = nn.remat(Block, prevent_cse=False, policy=policy)
         stack = nn.scan(
             block,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, "intermediates": 0},
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast),
             length=c.num_layers,

@@ -78,6 +78,24 @@ def segment_step(
     return logits, memory
 
 
+def segment_gates(
+    model_cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    memory: ops.Memory | None,
+    mask: jax.Array | None = None,
+) -> tuple[ops.Memory | None, dict[str, jax.Array]]:
+    """`segment_step` that also returns the memory's write gates of every layer:
+    "beta" (write strength) `[layers, batch, n, kv_heads]` and "alpha" (decay) `[layers, batch,
+    kv_heads]`
+    (those the model has; {} for none). Returns `(memory after the segment, gates)`."""
+    (_, memory, _), state = Transformer(model_cfg).apply(
+        {"params": params}, tokens, memory, mask, mutable=["intermediates"]
+    )
+    sown = state.get("intermediates", {}).get("layers", {}).get("attention", {})
+    return memory, {name: values[0] for name, values in sown.items()}
+
+
 def init_cache(model_cfg: ModelConfig, batch: int, max_len: int) -> ops.KVCache:
     """Empty KV caches of every layer, stacked on a leading `[layers]` axis: one segment's
     slots for "infini"/"local", `max_len` (prompt + new tokens) for "full"."""

@@ -14,7 +14,8 @@ Columns a run's evaluations add (`sweep` runs them into `RUN/<eval name>/`, see 
   segments back: bins 0, 1, 2-3, 4-7, 8-15, ...);
 - ppl_by_position: `NAME@L` (mean NLL, nats/token), `NAME_nomem@L` (memory reads ablated),
   `NAME_seg@I` (NLL of segment I at the longest length);
-- memory_stats: `NAME_g@I` / `NAME_gmin@I` / `NAME_gmax@I` (mean / lowest / highest g(b) of
+- memory_stats: `NAME_beta@I` / `NAME_alpha@I` (layer I's mean write strength / decay, where
+  the model has them); `NAME_g@I` / `NAME_gmin@I` / `NAME_gmax@I` (mean / lowest / highest g(b) of
   layer I's heads), `NAME_norm@S` (‖M‖_F after segment S, mean over layers, longest length).
 
 `--group=seed` averages the runs that differ only in the seed: each number becomes
@@ -108,6 +109,9 @@ def flatten(name: str, summary: dict, records: list[dict] | None = None) -> dict
             out |= {f"{name}_gmin@{i}": min(g), f"{name}_gmax@{i}": max(g)}
         for i, g in enumerate(summary["gate_mean_by_layer"]):
             out[f"{name}_g@{i}"] = g
+        for key in ("beta", "alpha"):
+            for i, row in enumerate(summary.get(f"{key}_by_layer") or []):
+                out[f"{name}_{key}@{i}"] = float(np.mean(row))
         by_length = summary["by_length"]
         norms = np.asarray(by_length[max(by_length, key=int)]["memory_norm"]).mean(1)
         out |= {f"{name}_norm@{s}": float(v) for s, v in enumerate(norms)}

@@ -221,7 +221,10 @@ def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
         "infini_jax.convert", "to_hf", f"--checkpoint={tmp_path}/w", f"--output={tmp_path}/o"
     )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "Infini-attention checkpoint: Hugging Face's Llama has no compressive memory" in r.stderr
+    assert (
+        "Infini-attention checkpoint (delta update, elu features): Hugging Face's Llama has "
+        "no compressive memory" in r.stderr
+    )
     assert not (tmp_path / "o").exists()
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "loc"), "local", 8)
     assert "Hugging Face will run it as full attention" in convert.to_hf(

@@ -132,3 +132,30 @@ def test_exact_delta_chunk_must_divide_the_segment(tiny_config):
     tiny_config.model.delta_chunk = 32
     tiny_config.model.memory_features = "l2"
     validate(tiny_config)
+
+
+def test_write_gate_means_read_the_gates_the_model_uses():
+    """With the gate projections zeroed, β and α are their init values on any text; with a
+    data-dependent decay they move with the text and stay in (0, 1)."""
+    from infini_jax.eval import tasks
+
+    cfg, params = gated_model(dict(GATED, write_strength_init=0.3, decay_init=0.9))
+    docs = [np.asarray(tokens_for(cfg, seed=s, batch=1, segments=3))[0] for s in range(3)]
+    attention = params["layers"]["attention"]
+    data = tasks.write_gate_means(cfg, params, docs, batch_size=2)
+    assert set(data) == {"beta", "alpha"}
+    assert data["alpha"].shape == (cfg.num_layers, cfg.num_kv_heads)
+    assert np.all((data["alpha"] > 0) & (data["alpha"] < 1))
+    assert np.abs(data["alpha"] - 0.9).max() > 1e-3
+    attention["write_strength"]["kernel"] = jnp.zeros_like(attention["write_strength"]["kernel"])
+    attention["decay"]["kernel"] = jnp.zeros_like(attention["decay"]["kernel"])
+    flat = tasks.write_gate_means(cfg, params, docs, batch_size=2)
+    np.testing.assert_allclose(flat["beta"], 0.3, rtol=1e-5)
+    np.testing.assert_allclose(flat["alpha"], 0.9, rtol=1e-5)
+    plain = small_model()
+    assert (
+        tasks.write_gate_means(
+            plain, model.init_params(plain, jax.random.key(0)), docs, batch_size=2
+        )
+        == {}
+    )

@@ -87,6 +87,8 @@ def test_plan_argument_parsing():
         parse_mesh("pipe:2")
     assert param_group(("layers", "attention", "balance")) == "balance factors"
     assert param_group(("layers", "mlp_norm", "scale")) == "norms"
+    assert param_group(("layers", "attention", "decay_bias")) == "memory write gates"
+    assert param_group(("layers", "attention", "write_strength", "bias")) == "memory write gates"
     assert param_group(("unembed", "kernel")) == "output projection"
 
 

@@ -4,7 +4,8 @@
 - niah: a needle ("The special magic number is K.") in a haystack of corpus text (or the
   built-in filler), the same question-at-the-end format.
 - ppl_by_position: next-token NLL per segment index, with the memory and with its reads ablated.
-- memory_stats: the balance factors g(b) and the memory's growth segment by segment.
+- memory_stats: the balance factors g(b), the memory's growth segment by segment, and its
+  write gates (mean write strength β and decay α per layer and kv head) where it has them.
 
 Retrieval scoring is teacher-forced: the answer is correct when the argmax at every answer
 position equals the answer token. Since every earlier answer token is then right, this equals
@@ -12,10 +13,14 @@ greedy decoding of the answer's tokens (tested).
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from infini_jax import model
 from infini_jax.data import synthetic
 from infini_jax.eval.engine import Engine
 
@@ -223,3 +228,25 @@ def memory_growth(
         "memory_norm": np.concatenate(norms).mean(0),
         "memory_z": np.concatenate(zs).mean(0),
     }
+
+
+def write_gate_means(
+    model_cfg, params, docs: list[np.ndarray], *, batch_size: int
+) -> dict[str, np.ndarray]:
+    """The memory's write gates over `docs` (equal lengths), each `[layers, kv_heads]`: "beta",
+    the mean write strength over tokens; "alpha", the mean decay over segments. Empty for a
+    model without them."""
+    step = jax.jit(functools.partial(model.segment_gates, model_cfg))
+    n = model_cfg.segment_len
+    means: dict[str, list] = {}
+    weights = []
+    for group in _batches(docs, batch_size):
+        tokens = np.stack([d[: len(d) - len(d) % n] for d in group])
+        memory = model.init_memory(model_cfg, len(group))
+        for lo in range(0, tokens.shape[1], n):
+            memory, gates = step(params, jnp.asarray(tokens[:, lo : lo + n]), memory)
+            for name, value in gates.items():  # [layers, batch, (n,) kv]: mean over the middle
+                value = np.asarray(value)
+                means.setdefault(name, []).append(value.mean(tuple(range(1, value.ndim - 1))))
+            weights.append(len(group))
+    return {name: np.average(np.stack(v), axis=0, weights=weights) for name, v in means.items()}
