@@ -32,3 +32,22 @@ def test_the_table_cells_count_the_samples_they_say():
     assert cells["beyond"]["n"] == 4 and cells["beyond"]["accuracy"] == 0.5
     assert cells["by_length"]["256"]["accuracy"] == 2 / 3
     assert list(cells["by_length"]) == ["256", "1024"]
+
+
+def test_a_cell_quotes_the_median_and_range_over_seeds():
+    def seed(beyond):
+        return {"beyond": {"accuracy": beyond, "digit_accuracy": None, "n": 96}}
+
+    per_seed = [seed(0.19), seed(0.46), seed(0.31)]
+    assert tiny_default.cell(per_seed, "beyond") == "31% (19%–46%)"
+    assert tiny_default.cell(per_seed[:1], "beyond") == "19%"
+
+
+def test_the_readme_quotes_every_seed_and_the_spread():
+    with open(os.path.join(ROOT, "docs", "results", "tiny_default.json")) as f:
+        results = json.load(f)
+    assert len(results["seeds"]) >= 3, "the README's figures are over at least 3 seeds"
+    beyond = [s["infini"]["beyond"]["accuracy"] for s in results["seeds"].values()]
+    assert results["infini_beyond"] == tiny_default.spread(beyond)
+    low, high = f"{min(beyond):.0%}", f"{max(beyond):.0%}"
+    assert f"({low}–{high})" in results["table"]
