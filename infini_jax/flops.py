@@ -6,7 +6,10 @@ Convention (PaLM, appendix B): matmul FLOPs only, 2 per multiply-add, backward =
   sequence length for "full" and `segment_len` for "local" / "infini" (the whole window is
   counted, as PaLM does, not the causal half);
 - infini memory: read σ(q)M and σ(q)z per query head, write σ(k)ᵀv (and the delta rule's
-  retrieval σ(k)M) per kv head: 6 · layers · head_dim² · (heads + kv_heads · (2 if delta else 1)).
+  retrieval σ(k)M) per kv head: 6 · layers · head_dim² · (heads + kv_heads · (2 if delta else 1));
+  the exact delta rule adds, per kv head and token, its chunk's Gram row (c · head_dim
+  multiply-adds) and the triangular solve (c · head_dim / 2), c = min(delta_chunk, segment_len).
+  The write gates' projections are weights (in the first term).
 """
 
 from infini_jax.model_config import ModelConfig
@@ -17,7 +20,9 @@ def param_count(model_cfg: ModelConfig) -> int:
     d, h, k, hd = model_cfg.d_model, model_cfg.num_heads, model_cfg.num_kv_heads, model_cfg.head_dim
     per_layer = d * hd * (2 * h + 2 * k) + 3 * d * model_cfg.mlp_dim + 2 * d
     if model_cfg.attention == "infini":
-        per_layer += h
+        per_layer += h  # balance factors
+        per_layer += (d * k + k) * model_cfg.write_strength  # W_β, b_β
+        per_layer += k * (model_cfg.decay != "none") + d * k * (model_cfg.decay == "data")
     embed = model_cfg.vocab_size * d * (1 if model_cfg.tie_embeddings else 2)
     return model_cfg.num_layers * per_layer + embed + d
 
@@ -40,5 +45,9 @@ def flops_per_token(model_cfg: ModelConfig, seq_len: int) -> float:
 
 def memory_flops_per_token(model_cfg: ModelConfig) -> int:
     """Training FLOPs per token of the infini memory path alone (the last term above)."""
-    writes = model_cfg.num_kv_heads * (2 if model_cfg.memory_update == "delta" else 1)
-    return 6 * model_cfg.num_layers * model_cfg.head_dim**2 * (model_cfg.num_heads + writes)
+    c = model_cfg
+    writes = c.num_kv_heads * (1 if c.memory_update == "linear" else 2)
+    per_layer = c.head_dim**2 * (c.num_heads + writes)
+    if c.memory_update == "exact_delta":
+        per_layer += c.num_kv_heads * 3 * min(c.delta_chunk, c.segment_len) * c.head_dim // 2
+    return 6 * c.num_layers * per_layer

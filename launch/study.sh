@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU study of docs/study.md, end to end: the data, the sweeps, every table and plot.
 #
-#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b (default: a c);
-#   b is its three parts b_init b_lr b_form, each also a table of its own.
+#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b memory
+#   (default: a c); b is its three parts b_init b_lr b_form, each also a table of its own;
+#   memory is the memory options' sweep and its long-training part (memory_long).
 #
 # Re-running skips what is done (finished runs and evaluations). The tables and plots land in
 # ROOT/table_*.{md,csv,png} and are copied to docs/results/study/. --dry-run prints the
@@ -19,7 +20,11 @@ shift || true
 [ $# -gt 0 ] || set -- a c
 tables=()
 for t in "$@"; do  # b is its three parts
-  if [ "$t" = b ]; then tables+=(b_init b_lr b_form); else tables+=("$t"); fi
+  case $t in
+    b) tables+=(b_init b_lr b_form) ;;
+    memory) tables+=(memory memory_long) ;;
+    *) tables+=("$t") ;;
+  esac
 done
 data=~/.cache/infini_jax/study/kjv
 if [ $launcher = print ]; then
@@ -60,6 +65,16 @@ for t in "${tables[@]}"; do
     c)
       summarize c table_c --group=seed --curve=passkey_beyond@ \
         --columns='passkey_beyond@*,passkey_beyond,kjv@*,memory_norm@63,loss,minutes'
+      ;;
+    memory | memory_long)
+      summarize "$t" "table_$t" --group=seed --curve=passkey_beyond@ \
+        --columns='passkey_beyond@*,passkey_beyond,passkey_ablated_beyond,kjv@4096,kjv_nomem@4096,loss,minutes'
+      summarize "$t" "table_${t}_back" --group=seed --curve=passkey_back@ \
+        --columns='passkey_back@*,passkey4k_back@*'
+      summarize "$t" "table_${t}_memory" --group=seed --curve=memory_norm@ \
+        --columns='memory_norm@0,memory_norm@3,memory_norm@15,memory_norm@63,memory_g@*,memory_beta@*,memory_alpha@*'
+      summarize "$t" "table_${t}_kjv" --group=seed --curve=kjv_seg@ \
+        --columns='kjv@*,kjv_nomem@*,kjv_seg@0,kjv_seg@3,kjv_seg@15,kjv_seg@63'
       ;;
     e)
       summarize e table_e --group=seed --curve=passkey_beyond@ \

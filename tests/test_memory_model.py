@@ -12,7 +12,7 @@ from infini_jax import model, optim
 from infini_jax.config import validate
 from infini_jax.errors import ConfigError
 from tests.conftest import small_model
-from tests.test_model import packed_extras, tokens_for
+from tests.test_model import packed_extras, segment_loop, tokens_for
 
 GATED = dict(memory_update="exact_delta", memory_features="l2", write_strength=True, decay="data")
 OPTION_SETS = {
@@ -42,15 +42,8 @@ def test_segment_loop_equals_scan_with_packing_and_padding(name):
     tokens = tokens_for(cfg)
     mask, ids = packed_extras(cfg)
     scanned, mem_scan = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
-    memory = model.init_memory(cfg, 2)
-    n, looped = cfg.segment_len, []
-    for s in range(4):
-        sl = slice(s * n, (s + 1) * n)
-        logits, memory = model.segment_step(
-            cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl]
-        )
-        looped.append(logits)
-    np.testing.assert_allclose(jnp.concatenate(looped, 1), scanned, atol=1e-5, rtol=1e-5)
+    looped, memory = segment_loop(cfg, params, tokens, mask, ids)
+    np.testing.assert_allclose(looped, scanned, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(memory.m, mem_scan.m, atol=1e-5, rtol=1e-5)
 
 
@@ -159,3 +152,14 @@ def test_write_gate_means_read_the_gates_the_model_uses():
         )
         == {}
     )
+
+
+@pytest.mark.parametrize("name", OPTION_SETS)
+def test_param_count_formula_counts_the_write_gates(name):
+    from infini_jax.flops import memory_flops_per_token, param_count
+
+    cfg, params = gated_model(OPTION_SETS[name])
+    assert param_count(cfg) == model.count_params(params)
+    today = dataclasses.replace(cfg, memory_update="delta", memory_features="elu")
+    more = memory_flops_per_token(cfg) > memory_flops_per_token(today)
+    assert more == (cfg.memory_update == "exact_delta")

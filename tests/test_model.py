@@ -28,6 +28,19 @@ def packed_extras(cfg, batch=2, segments=4):
     return jnp.asarray(ids > 0), jnp.asarray(ids)
 
 
+def segment_loop(cfg, params, tokens, mask, ids):
+    """`segment_step` in a Python loop over the segments: (logits, memory after the last)."""
+    memory = model.init_memory(cfg, tokens.shape[0])
+    n, looped = cfg.segment_len, []
+    for lo in range(0, tokens.shape[1], n):
+        sl = slice(lo, lo + n)
+        logits, memory = model.segment_step(
+            cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl]
+        )
+        looped.append(logits)
+    return jnp.concatenate(looped, 1), memory
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ["infini", "local"])
 def test_step_loop_equals_scan(attention):
@@ -36,16 +49,8 @@ def test_step_loop_equals_scan(attention):
     tokens = tokens_for(cfg)
     mask, ids = packed_extras(cfg)
     scanned, mem_scan = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
-    memory = model.init_memory(cfg, 2)
-    n = cfg.segment_len
-    looped = []
-    for s in range(4):
-        sl = slice(s * n, (s + 1) * n)
-        logits, memory = model.segment_step(
-            cfg, params, tokens[:, sl], memory, mask[:, sl], ids[:, sl]
-        )
-        looped.append(logits)
-    np.testing.assert_allclose(jnp.concatenate(looped, 1), scanned, atol=1e-5, rtol=1e-5)
+    looped, memory = segment_loop(cfg, params, tokens, mask, ids)
+    np.testing.assert_allclose(looped, scanned, atol=1e-5, rtol=1e-5)
     if attention == "infini":
         for a, b in zip(memory, mem_scan, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
