@@ -77,12 +77,12 @@ def base_config() -> ml_collections.ConfigDict:
     model.splash_block_kv_compute = 512  # Key/value sub-block of the inner loop (<= kv block).
     # The memory's update: "linear" (M += σ(K)ᵀV), "delta" (subtract the read first, in one step
     # from the state before the segment: the paper's) or "exact_delta" (the delta rule token by
-    # token, in order, as a chunked triangular solve; docs/infini_attention.md).
+    # token, in order, in chunks of triangular systems; docs/infini_attention.md).
     model.memory_update = "delta"
     # Feature map of the memory's queries and keys: "elu" (σ = ELU+1, read σ(q)M / σ(q)z: the
     # paper's) or "l2" (SiLU then unit L2 norm per head, read q̂M with no normaliser: DeltaNet).
     model.memory_features = "elu"
-    model.delta_chunk = 64  # exact_delta: tokens per triangular solve; divides segment_len.
+    model.delta_chunk = 32  # exact_delta: tokens per triangular system, 1–64; divides segment_len.
     # A per-token, per-kv-head write strength β = sigmoid(W_β x + b_β) scaling each token's write.
     model.write_strength = False
     model.write_strength_init = 0.5  # β's bias at init: sigmoid(b_β) = this, in (0, 1).

@@ -7,10 +7,13 @@ Convention (PaLM, appendix B): matmul FLOPs only, 2 per multiply-add, backward =
   counted, as PaLM does, not the causal half);
 - infini memory: read σ(q)M and σ(q)z per query head, write σ(k)ᵀv (and the delta rule's
   retrieval σ(k)M) per kv head: 6 · layers · head_dim² · (heads + kv_heads · (2 if delta else 1));
-  the exact delta rule adds, per kv head and token, its chunk's Gram row (c · head_dim
-  multiply-adds) and the triangular solve (c · head_dim / 2), c = min(delta_chunk, segment_len).
+  the exact delta rule adds, per kv head and token, its chunk's Gram row and the two products
+  with the system's inverse (3 · c · head_dim multiply-adds) and that inverse's share
+  (2 · (⌈log₂ c⌉ − 1) · c), c = min(delta_chunk, segment_len).
   The write gates' projections are weights (in the first term).
 """
+
+import math
 
 from infini_jax.model_config import ModelConfig
 
@@ -49,5 +52,7 @@ def memory_flops_per_token(model_cfg: ModelConfig) -> int:
     writes = c.num_kv_heads * (1 if c.memory_update == "linear" else 2)
     per_layer = c.head_dim**2 * (c.num_heads + writes)
     if c.memory_update == "exact_delta":
-        per_layer += c.num_kv_heads * 3 * min(c.delta_chunk, c.segment_len) * c.head_dim // 2
+        chunk = min(c.delta_chunk, c.segment_len)
+        inverse = 2 * max(math.ceil(math.log2(chunk)) - 1, 0) * chunk
+        per_layer += c.num_kv_heads * (3 * chunk * c.head_dim + inverse)
     return 6 * c.num_layers * per_layer

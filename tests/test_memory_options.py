@@ -257,3 +257,15 @@ def test_decay_from_logits_means_over_kept_tokens_and_starts_where_asked():
     assert float(ops.decay_from_logits(logits, jnp.zeros((1, 3), bool))[0, 0]) == 1.0
     a = ops.decay_logit(0.99)
     np.testing.assert_allclose(np.exp(-np.log1p(np.exp(a))), 0.99, rtol=1e-12)
+
+
+@pytest.mark.parametrize("c", [2, 5, 32, 64])
+def test_unit_lower_inverse_in_matmuls_equals_the_float64_inverse(c):
+    """(I + L)⁻¹ from the doubling product, for L like the delta rule's (β·k̂ᵢ·k̂ⱼ, unit keys)."""
+    rng = np.random.default_rng(c)
+    keys = rng.normal(size=(3, c, 16))
+    keys /= np.linalg.norm(keys, axis=-1, keepdims=True)
+    lower = np.tril(rng.uniform(0, 1, size=(3, c, 1)) * keys @ keys.swapaxes(1, 2), -1)
+    want = np.linalg.inv(np.eye(c) + lower)
+    got = np.asarray(ops.unit_lower_inverse(jnp.asarray(lower, jnp.float32)))
+    np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()))

@@ -8,6 +8,7 @@ from infini_jax.ops.delta_rule import (
     decay_logit,
     exact_delta_write,
     features,
+    unit_lower_inverse,
 )
 from infini_jax.ops.infini import infini_attention, infini_segment, merge_segments, split_segments
 from infini_jax.ops.local import (
@@ -71,4 +72,5 @@ __all__ = [
     "sigma",
     "split_segments",
     "ungroup_heads",
+    "unit_lower_inverse",
 ]

@@ -60,6 +60,25 @@ def decay_logit(alpha: float) -> float:
     return math.log(math.expm1(-math.log(alpha)))
 
 
+def unit_lower_inverse(lower: jax.Array) -> jax.Array:
+    """(I + L)⁻¹ for strictly lower-triangular L `[..., c, c]`, in matmuls only.
+
+    L is nilpotent (L^c = 0), so (I + L)⁻¹ = Σ_j (−L)^j = Π_i (I + (−L)^(2^i)) over
+    ⌈log₂ c⌉ factors: 2·⌈log₂ c⌉ − 2 batched c × c matmuls. On CPU this is 5–14× faster than
+    XLA's batched triangular solve (and on TPU a matmul is what the MXU does); it is accurate
+    to float32 rounding for the chunk sizes used here (≤ 64; tested).
+    """
+    c = lower.shape[-1]
+    power = -lower
+    inverse = jnp.eye(c, dtype=lower.dtype) + power
+    span = 2
+    while span < c:
+        power = power @ power
+        inverse = inverse + inverse @ power
+        span *= 2
+    return inverse
+
+
 def exact_delta_write(
     sk: jax.Array,
     v: jax.Array,
@@ -75,15 +94,17 @@ def exact_delta_write(
       M_t = M_{t−1} + w_t σ(k_t)ᵀ (v_t − σ(k_t) M_{t−1} / d_t),
     d_t = σ(k_t)·z_{t−1} for "elu" (z_{t−1} = z + Σ_{s<t} w_s σ(k_s); the read is 0 while
     d_t = 0) and d_t = 1 for "l2". The d_t do not depend on M, so a chunk of c tokens is one
-    unit lower-triangular solve (the WY / UT form of DeltaNet):
-      (I + StrictLower(diag(w/d) K Kᵀ)) U = diag(w) (V − diag(1/d) K M₀),   M_c = M₀ + Kᵀ U,
-    and chunks follow one another in a `lax.scan`.
+    unit lower-triangular system (the WY / UT form of DeltaNet):
+      (I + StrictLower(diag(w/d) K Kᵀ)) U = diag(w) (V − diag(1/d) K M₀),   M_c = M₀ + Kᵀ U.
+    With T the system's inverse (`unit_lower_inverse`), U = T diag(w) V − T diag(w/d) K M₀:
+    both T-products are computed for every chunk at once, and only M₀ ↦ M_c, two c × d × d
+    matmuls, runs chunk after chunk in a `lax.scan`.
 
     Args:
       sk: keys' features `[b, k, n, d]` float32. v: values `[b, k, n, d]`.
       m: `[b, k, d, d]` and z: `[b, k, d]`, the state the segment starts from (decayed).
       strength: `[b, k, n]` float32 write strength per token (β times the write mask).
-      kind: the feature map ("elu" or "l2"). chunk: tokens per solve (divides n).
+      kind: the feature map ("elu" or "l2"). chunk: tokens per system (divides n).
 
     Returns:
       M after the segment, `[b, k, d, d]` float32.
@@ -92,32 +113,27 @@ def exact_delta_write(
     if n % chunk:
         raise ValueError(f"delta chunk {chunk} does not divide the segment's {n} tokens")
     v = v.astype(jnp.float32)
+    erase = strength  # w_t / d_t: how strongly token t's read is subtracted
     if kind == "elu":
         mass = strength[..., None] * sk
         z_before = z[:, :, None, :] + jnp.cumsum(mass, axis=2) - mass  # z_{t−1}
         den = jnp.sum(sk * z_before, axis=-1)
-        inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
-    else:
-        inv = jnp.ones((b, kv, n), jnp.float32)
+        erase = strength * jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
 
     def split(x):  # [b, k, n, ...] → [n / c, b, k, c, ...]
-        x = x.reshape(b, kv, n // chunk, chunk, *x.shape[3:])
-        return jnp.moveaxis(x, 2, 0)
+        return jnp.moveaxis(x.reshape(b, kv, n // chunk, chunk, *x.shape[3:]), 2, 0)
 
+    kc, vc, wc, ec = split(sk), split(v), split(strength), split(erase)
+    gram = jnp.einsum("xbkid,xbkjd->xbkij", kc, kc)
     strict = jnp.tril(jnp.ones((chunk, chunk), bool), -1)
-    eye = jnp.eye(chunk, dtype=jnp.float32)
+    t = unit_lower_inverse(jnp.where(strict, ec[..., None] * gram, 0.0))
+    written = t @ (wc[..., None] * vc)  # T diag(w) V
+    erased = t @ (ec[..., None] * kc)  # T diag(w/d) K
 
     def step(m, xs):
-        kc, vc, wc, ic = xs
-        gram = jnp.einsum("bkid,bkjd->bkij", kc, kc)
-        lower = jnp.where(strict, (wc * ic)[..., None] * gram, 0.0)
-        rhs = wc[..., None] * (vc - ic[..., None] * jnp.einsum("bkid,bkde->bkie", kc, m))
-        u = jax.lax.linalg.triangular_solve(
-            eye + lower, rhs, left_side=True, lower=True, unit_diagonal=True
-        )
-        return m + jnp.einsum("bkid,bkie->bkde", kc, u), None
+        keys, w_v, e_k = xs
+        u = w_v - jnp.einsum("bkid,bkde->bkie", e_k, m)
+        return m + jnp.einsum("bkid,bkie->bkde", keys, u), None
 
-    if n == chunk:  # one solve: no scan around it
-        return step(m, (sk, v, strength, inv))[0]
-    m, _ = jax.lax.scan(step, m, tuple(split(x) for x in (sk, v, strength, inv)))
+    m, _ = jax.lax.scan(step, m, (kc, written, erased))
     return m

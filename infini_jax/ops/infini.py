@@ -135,7 +135,7 @@ def infini_attention(
     features: str = "elu",
     beta: jax.Array | None = None,
     decay: jax.Array | None = None,
-    delta_chunk: int = 64,
+    delta_chunk: int = 32,
 ) -> tuple[jax.Array, Memory]:
     """Infini-attention over a whole sequence: a `jax.lax.scan` of `infini_segment`.
 
@@ -165,7 +165,7 @@ def infini_attention(
       beta: `[batch, seq, kv_heads]` write strength per token in (0, 1]; None = 1.
       decay: the decay α ∈ (0, 1] of M and z at each segment's write: `[kv_heads]` or
         `[batch, seq / segment_len, kv_heads]`; None = 1.
-      delta_chunk: tokens per triangular solve of `"exact_delta"` (divides segment_len).
+      delta_chunk: tokens per triangular system of `"exact_delta"` (divides segment_len).
 
     Returns:
       `(out [batch, seq, heads, head_dim] in q.dtype, memory after the last segment)`.

@@ -114,7 +114,7 @@ def memory_write(
     kind: str = "elu",
     beta: jax.Array | None = None,
     decay: jax.Array | None = None,
-    chunk: int = 64,
+    chunk: int = 32,
 ) -> Memory:
     """Writes one segment into the memory (after it was read).
 
@@ -136,7 +136,7 @@ def memory_write(
       beta: float `[b, n, k]` write strength per token and kv head in (0, 1]; None = 1.
       decay: float `[b, k]` α ∈ (0, 1] applied to M and z once, before the segment's write
         (none on a segment of padding only); None = 1.
-      chunk: tokens per triangular solve of "exact_delta" (the result does not depend on it).
+      chunk: tokens per triangular system of "exact_delta" (the result does not depend on it).
     """
     n = mask.shape[1]
     any_valid = jnp.any(mask, axis=1)
@@ -193,7 +193,7 @@ class InfiniOptions:
     attention_impl: str = "xla"  # the local attention's kernel (`ops.kernels`), resolved
     splash_blocks: tuple[int, int, int] = (512, 512, 512)  # its (q, kv, kv_compute) blocks
     features: str = "elu"  # the memory path's feature map: "elu" (σ = ELU+1, z) or "l2"
-    delta_chunk: int = 64  # exact_delta: tokens per triangular solve
+    delta_chunk: int = 32  # exact_delta: tokens per triangular system
 
     def check(self) -> None:
         """One ValueError line for an unknown option."""
