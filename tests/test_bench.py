@@ -56,6 +56,11 @@ def test_targets_are_ratios_of_records_from_one_run():
         {"bench": "memory_path", "seq_len": 32768, "mfu": 0.1, "step_mfu": 0.45},
     ]
     records[-1].update(flops_share=0.04, time_share=0.04 * 0.45 / 0.1)
+    for arm, ratio in (("gated_delta", 1.25), ("exact_delta", 2.0), ("infini", 1.0)):
+        records.append(
+            {"bench": "memory_options", "arm": arm, "seq_len": 2048, "step_times": [1, 1, 1]}
+            | {"ratio_to_infini": (ratio, ratio - 0.1, ratio + 0.1)}
+        )
     got = {t["target"]: (round(t["value"], 3), t["met"]) for t in targets(records)}
     assert got["memory path's share of the infini step time at 32768"] == (0.18, True)
     assert got["infini step time / local at 32768"] == (round(1000 / 960, 3), True)
@@ -63,6 +68,9 @@ def test_targets_are_ratios_of_records_from_one_run():
     assert got["best train-step MFU vs measured matmul"] == (0.45, True)
     assert got["eval memory 1048576 / 8192 tokens"] == (1.3, False)
     assert got["compile 24 / 6 layers"] == (1.25, True)
+    assert got["gated_delta step time / today's infini at 2048"] == (1.25, False)  # ≤ 1.10
+    assert got["exact_delta step time / today's infini at 2048"] == (2.0, True)  # reported
+    assert "infini step time / today's infini at 2048" not in got
 
 
 def test_kinds_are_timed_in_interleaved_rounds_and_the_ratio_is_paired(monkeypatch):

@@ -17,6 +17,7 @@ from infini_jax.bench import (
     data_speed,
     eval_memory,
     find_record,
+    memory_options,
     memory_path,
     train_speed,
     write_records,
@@ -28,6 +29,7 @@ QUICK = dict(
     full_lengths=[2048],  # full attention is timed only at these lengths
     memory_lengths=[2048, 8192, 32768],
     memory_path_lengths=[2048],  # the memory path alone (bench.memory_path)
+    memory_options_lengths=[2048, 4096],  # each memory option's step vs today's infini
     layers=[6, 24],
     eval_lengths=[8192, 1048576],
     steps=3,
@@ -38,6 +40,7 @@ FULL = dict(
     full_lengths=[2048, 4096, 8192, 16384, 32768],
     memory_lengths=[2048, 4096, 8192, 16384, 32768],
     memory_path_lengths=[2048, 8192, 32768],
+    memory_options_lengths=[2048, 4096],
     layers=[6, 12, 24],
     eval_lengths=[8192, 65536, 262144, 1048576],
     steps=3,
@@ -119,6 +122,17 @@ def targets(records: list[dict]) -> list[dict]:
                 "target ≥ 2 at 32K" if need else "reported (target applies at 32K)",
             )
     for r in records:
+        if r["bench"] == "memory_options" and r.get("ratio_to_infini") and r["arm"] != "infini":
+            ratio, low, high = r["ratio_to_infini"]
+            target = r["arm"] in memory_options.TARGETED
+            add(
+                f"{r['arm']} step time / today's infini at {r['seq_len']}",
+                ratio,
+                ratio <= 1.10 or not target,
+                f"{'target ≤ 1.10' if target else 'reported'}; "
+                f"{len(r['step_times'])} rounds, {low:.3f}–{high:.3f}",
+            )
+    for r in records:
         if r["bench"] == "memory_path" and "time_share" in r:
             add(
                 f"memory path's share of the infini step time at {r['seq_len']}",
@@ -169,6 +183,7 @@ GRID_FLAGS = (
     "full_lengths",
     "memory_lengths",
     "memory_path_lengths",
+    "memory_options_lengths",
     "layers",
     "eval_lengths",
 )
@@ -193,6 +208,9 @@ def run_all(grid: dict, config: str, skip: set[str], output: str, overrides=None
     if "memory_path" not in skip:
         lengths, steps = grid["memory_path_lengths"], grid["steps"]
         records += memory_path.run(lengths, peak["flops_per_s"], config, steps, overrides, records)
+    if "memory_options" not in skip:
+        lengths, steps = grid["memory_options_lengths"], grid["steps"]
+        records += memory_options.run(lengths, peak["flops_per_s"], config, steps, overrides)
     if "memory" not in skip:
         records += memory_records(grid["memory_lengths"], config, overrides)
     if "compile" not in skip:
@@ -219,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
     flags.DEFINE_list("set", [], "Dotted overrides of every point, e.g. model.remat_policy=none.")
     flags.DEFINE_list(
-        "skip", [], "Benchmarks to skip: train_step,memory_path,memory,compile,eval_memory,data."
+        "skip",
+        [],
+        "Benchmarks to skip: train_step,memory_path,memory_options,memory,compile,eval_memory,"
+        "data.",
     )
     for name in GRID_FLAGS:
         flags.DEFINE_list(name, [], "Overrides the grid's list (comma-separated integers).")

@@ -28,6 +28,7 @@ ARMS = {  # name → (attention, memory overrides)
     "gated_delta": ("infini", {**BETA, "model.decay": "data"}),
     "linear_decay": ("infini", {"model.memory_update": "linear", "model.decay": "data"}),
 }
+TARGETED = ("gated_delta",)  # the arms held to ≤ 1.10× today's infini step (issue 33)
 
 
 def run(
