@@ -157,7 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
     optimizer.clip_norm = 1.0  # Global gradient-norm clipping.
     optimizer.gate_learning_rate = 0.01  # Balance factors' own peak LR (same schedule shape).
     optimizer.gate_weight_decay = 0.0  # Balance factors' weight decay (0: else g is pinned at 0.5).
-    optimizer.no_weight_decay = "scale"  # Comma-separated path parts exempt from decay (norms).
+    # Comma-separated path parts exempt from weight decay (norms); biases (the memory gates') never
+    # decay.
+    optimizer.no_weight_decay = "scale"
     optimizer.micro_batches = 1  # Gradient accumulation: micro-batches per step (scan).
     optimizer.max_nonfinite_steps = 3  # Stop after this many non-finite steps in a row (skipped).
     return config
