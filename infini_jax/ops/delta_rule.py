@@ -4,6 +4,8 @@ segment (chunked "UT" form), and the per-segment decay (docs/infini_attention.md
 Shapes: `b` batch, `k` kv heads, `n` tokens in the segment, `d` head_dim. Everything float32.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -53,8 +55,6 @@ def decay_from_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
 
 def decay_logit(alpha: float) -> float:
     """The logit a with exp(−softplus(a)) = alpha: where to start for a decay of `alpha`."""
-    import math
-
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"a decay of {alpha!r} is not in (0, 1)")
     return math.log(math.expm1(-math.log(alpha)))
