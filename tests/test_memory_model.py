@@ -36,6 +36,7 @@ def gated_model(options, seed=0, **extra):
     return cfg, params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OPTION_SETS)
 def test_segment_loop_equals_scan_with_packing_and_padding(name):
     cfg, params = gated_model(OPTION_SETS[name])
@@ -58,6 +59,7 @@ def _segment_loss_grads(cfg, params, tokens, j):
     return jax.grad(loss)(params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OPTION_SETS)
 def test_write_gates_learn_and_truncation_cuts_the_memory_path(name):
     """The loss of the last segment reaches the write gates' parameters and, through the
@@ -77,6 +79,7 @@ def test_write_gates_learn_and_truncation_cuts_the_memory_path(name):
     np.testing.assert_array_equal(np.asarray(cut["embed"]["embedding"])[rows], 0.0)
 
 
+@pytest.mark.slow
 def test_bf16_gated_model_over_64_segments_is_finite_and_close_to_f32():
     cfg, params = gated_model(GATED, seed=12, segment_len=4)
     tokens = tokens_for(cfg, seed=13, batch=1, segments=64)

@@ -213,6 +213,7 @@ def test_l2_keys_with_the_one_step_delta_diverge():
     np.testing.assert_allclose(np.array(norms[1:]) / np.array(norms[:-1]), 7.0, rtol=0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("features,update,use_beta,use_decay", STABLE)
 def test_gradients_finite_at_init_and_after_saturation(features, update, use_beta, use_decay):
     """64 segments of one key repeated: M saturates; values and gradients stay finite."""
