@@ -187,7 +187,8 @@ def run_task(
                     }
                 )
         summary["by_length"][str(length)] = {k: v.tolist() for k, v in growth.items()}
-    if config.lengths:  # the write gates, over the last length's documents
+    if config.lengths and (model_cfg.write_strength or model_cfg.decay != "none"):
+        # the memory's write gates, over the last length's documents
         gates = tasks.write_gate_means(model_cfg, params, docs, batch_size=config.batch_size)
         for name, values in gates.items():
             records += [
