@@ -7,9 +7,10 @@ features), each with 2 seeds, in one root with the other study tables:
   python -m infini_jax.sweep summarize /tmp/study --sweep=configs/sweeps/study_memory.py \
       --group=seed --curve=passkey_beyond@ --columns='passkey_beyond@*,passkey_back@*'
 
-Runs are listed seed-major (seed 0 of every arm first), so a sweep stopped half-way already
-has one seed of each arm. The longer training length (16 segments) is
-configs/sweeps/study_memory_long.py.
+Runs are listed in the order the verdict needs them (the sweep resumes, so the study spans
+several sittings): the full gated delta with both seeds, then today's memory and the local
+bound (seed 0), then one seed of each other arm, then the rest. The longer training length
+(16 segments) is configs/sweeps/study_memory_long.py.
 """
 
 from study_common import EVALS, SEEDS
@@ -30,6 +31,11 @@ ARMS = [
 ]
 
 
+TODAY, LOCAL = ARMS[5], ARMS[6]
+FIRST = [(GATED, 0), (GATED, 1), (TODAY, 0), (LOCAL, 0)]
+
+
 def get_sweep() -> dict:
-    runs = [{**arm, "seed": seed} for seed in SEEDS for arm in ARMS]
+    rest = [(arm, seed) for seed in SEEDS for arm in ARMS if (arm, seed) not in FIRST]
+    runs = [{**arm, "seed": seed} for arm, seed in FIRST + rest]
     return {"base": "configs/study.py", "runs": runs, "evals": EVALS}
