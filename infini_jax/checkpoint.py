@@ -125,12 +125,13 @@ COMPUTE_ONLY = (
     "remat_policy",
     "remat_layers",
     "layer_remat_policy",
+    "delta_chunk",  # the exact delta's blocking: the same token-by-token rule for any chunk
 )
 
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, step: int) -> None:
-    """The model must be the same (but for how it is computed: the kernel and what is
-    rematerialised); says which fields differ."""
+    """The model must be the same (but for how it is computed: the kernel, the exact delta's
+    chunk and what is rematerialised); says which fields differ."""
     current = config.model.to_dict()
     fields = (set(saved["model"]) | set(current)) - set(COMPUTE_ONLY)
     differ = sorted(k for k in fields if saved["model"].get(k) != current.get(k))

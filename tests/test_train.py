@@ -197,6 +197,7 @@ def test_how_a_step_is_computed_may_change_on_resume_but_not_the_model():
     del saved["model"]["layer_remat_policy"]  # a checkpoint written before the field existed
     config.model.remat_policy, config.model.remat_layers = "dots_saveable", True
     config.model.attention_impl = "xla"
+    config.model.delta_chunk = saved["model"]["delta_chunk"] // 2  # the same rule, other blocks
     checkpoint.check_compatible(saved, config, 5)  # no error
     config.model.memory_update = "linear"
     with pytest.raises(ConfigError, match="model.memory_update: checkpoint 'delta' vs config 'lin"):
