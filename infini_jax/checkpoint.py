@@ -166,6 +166,16 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, shardings):
     return restored["state"], restored["data"]
 
 
+def missing_leaves(state, abstract_state) -> list[str]:
+    """The paths of `abstract_state`'s arrays that a partial restore did not fill (it leaves
+    None or the abstract leaf): the checkpoint has no such array, e.g. it was written by code
+    with other optimizer groups or without a parameter added since."""
+    wanted = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    got = jax.tree_util.tree_flatten_with_path(state, is_leaf=lambda x: x is None)[0]
+    have = {jax.tree_util.keystr(p) for p, leaf in got if isinstance(leaf, jax.Array)}
+    return [jax.tree_util.keystr(p) for p, _ in wanted if jax.tree_util.keystr(p) not in have]
+
+
 def _unreadable(step: int, directory, error: Exception) -> str:
     """One line saying what is wrong with a checkpoint step: the first line of the innermost
     error (tensorstore's own, e.g. "OUT_OF_RANGE: Error reading ... Requested byte range ...")."""
@@ -224,6 +234,15 @@ def restore_intact(
             except Exception as e:  # noqa: BLE001
                 problem = _unreadable(step, mngr.directory, e)
                 _drain()
+            else:
+                missing = missing_leaves(state, abstract_state)
+                if missing:  # the same on every process: a layout mismatch, not corruption
+                    raise ConfigError(
+                        f"the checkpoint at step {step} in {mngr.directory} has no "
+                        f"{missing[0]} ({len(missing)} array(s) missing): it was written by a "
+                        "version of infini_jax with another train-state layout (e.g. other "
+                        "optimizer groups); resume it with that version, or use a new --workdir"
+                    )
         if _everywhere(not problem):
             _set_aside(mngr, steps[:i], log)
             return step, state, data_state
@@ -376,7 +395,15 @@ def load_params(
         _drain()
         raise _unreadable_step(mngr, step, e) from None
     mngr.close()
-    return config, step, restored["state"]["params"]
+    params = restored["state"]["params"]
+    missing = missing_leaves(params, target)
+    if missing:
+        raise CheckpointError(
+            f"the checkpoint at step {step} in {mngr.directory} has no parameter {missing[0]} "
+            f"({len(missing)} missing) that its saved config's model needs: it was written by "
+            "another version of infini_jax; load it with that version"
+        )
+    return config, step, params
 
 
 def load_tokenizer(path: str, config: ml_collections.ConfigDict) -> tokenizer.Tokenizer:

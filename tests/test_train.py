@@ -418,6 +418,30 @@ def test_a_checkpoint_whose_state_has_a_field_since_removed_still_restores(tiny_
     chex.assert_trees_all_equal(restored, state)
 
 
+def test_a_checkpoint_lacking_part_of_the_state_is_one_config_error(tiny_config, tmp_path):
+    """A train state with an array the checkpoint lacks (code with other optimizer groups, or
+    a new parameter) is refused naming it, not restored with holes that fail inside optax."""
+    opt = optim.OptimizerConfig.from_config(tiny_config.optimizer)
+    state = init_state(small_model(), optim.make_optimizer(opt, 10)[0], 0)
+    mngr = checkpoint.manager(str(tmp_path), tiny_config)
+    checkpoint.save(mngr, 1, state, {"position": 7}, tiny_config)
+    mngr.wait_until_finished()
+    grown = state._replace(params={**state.params, "added": jnp.zeros(3)})
+    abstract = jax.eval_shape(lambda: grown)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract)
+    with pytest.raises(ConfigError, match=r"step 1 .* has no \.params\['added'\] \(1 array"):
+        checkpoint.restore_intact(mngr, abstract, shardings, tiny_config)
+    same = jax.eval_shape(lambda: state)
+    step, restored, _ = checkpoint.restore_intact(
+        mngr, same, jax.tree.map(lambda _: device, same), tiny_config
+    )
+    mngr.close()
+    assert step == 1
+    chex.assert_trees_all_equal(restored, state)
+    assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "1"))  # nothing set aside
+
+
 def _truncate_array_files(step_dir) -> None:
     """Cuts the two largest files of a checkpoint step's state (the parameters' and the
     optimizer state's arrays) to half their size."""
