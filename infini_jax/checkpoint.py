@@ -5,6 +5,7 @@ directory and renames), so a half-written checkpoint is never loaded. Restore ta
 shardings, so a checkpoint written on one mesh continues on another.
 """
 
+import dataclasses
 import gc
 import inspect
 import logging
@@ -27,13 +28,36 @@ from infini_jax.data.config import DataConfig
 from infini_jax.errors import CheckpointError, ConfigError
 
 
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """Which checkpoints stay (an orbax preservation policy). Step-based ones (every
+    `every_steps`, and the last step) follow the step policy: the newest `keep`, plus every
+    `permanent_every`-th step. Any other (by time, or at a SIGTERM) is temporary: kept only while
+    it is the newest checkpoint."""
+
+    every_steps: int
+    keep: int
+    permanent_every: int
+    last_step: int
+
+    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
+        steps = [c.step for c in checkpoints]
+        regular = sorted(s for s in steps if s % self.every_steps == 0 or s == self.last_step)
+        kept = set(regular[-self.keep :]) | {max(steps, default=0)}
+        if self.permanent_every:
+            kept |= {s for s in regular if s % self.permanent_every == 0}
+        return [s in kept for s in steps]
+
+
 def manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    keep_period = config.permanent_checkpoint_every_steps or None
+    policy = Retention(
+        config.checkpoint_every_steps,
+        config.keep_checkpoints,
+        config.permanent_checkpoint_every_steps,
+        config.total_steps,
+    )
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=config.keep_checkpoints,
-        keep_period=keep_period,
-        enable_async_checkpointing=True,
-        create=True,
+        preservation_policy=policy, enable_async_checkpointing=True, create=True
     )
     _quiet_background_errors()
     return ocp.CheckpointManager(

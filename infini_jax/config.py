@@ -28,6 +28,7 @@ from infini_jax.model_config import ModelConfig
 from infini_jax.ops import kernels
 from infini_jax.optim import OptimizerConfig
 from infini_jax.sharding import MeshConfig, check_rules
+from infini_jax.tracking import WandbConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,6 +109,13 @@ def validate(config: ml_collections.ConfigDict) -> ModelConfig:
     for name in ("permanent_checkpoint_every_steps", "eval_every_steps", "checkpoint_timeout_s"):
         value = config[name]
         check(is_int(value) and value >= 0, f"config.{name}={value!r} must be an integer >= 0")
+    minutes = config.get("checkpoint_every_minutes", 0.0)
+    check(
+        isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes >= 0,
+        f"config.checkpoint_every_minutes={minutes!r} must be a number >= 0 (0 = off)",
+    )
+    if "wandb" in config:
+        WandbConfig.from_config(config.wandb)
     MeshConfig.from_config(config.mesh)
     model_cfg = ModelConfig.from_config(config.model)
     data = DataConfig.from_config(config.data)

@@ -15,6 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1_000  # Asynchronous orbax checkpoint every this many steps.
     config.keep_checkpoints = 3  # How many recent checkpoints to keep.
     config.permanent_checkpoint_every_steps = 0  # Also keep every M-th step's checkpoint; 0 = none.
+    # Also a temporary checkpoint when this many minutes have passed since the last one (checked
+    # at each logging step); only the newest temporary one is kept. 0 = off.
+    config.checkpoint_every_minutes = 0.0
     # Longest wait (s) for a checkpoint to commit, its writes retried meanwhile (a bucket that
     # stopped answering); then one error line, the earlier checkpoints intact. 0 = no limit.
     config.checkpoint_timeout_s = 1_800
@@ -134,6 +137,18 @@ def base_config() -> ml_collections.ConfigDict:
     report = config.report = ml_collections.ConfigDict()
     report.passkey_multiples = (1,)  # Passkey check at these multiples of seq_len; () = off.
     report.passkey_samples = 4  # Samples per depth (5 depths: 0, 25, 50, 75, 100%).
+
+    # Weights & Biases, beside metrics.jsonl and TensorBoard (pip install 'infini_jax[wandb]').
+    # Process 0 logs; the run id is kept in WORKDIR/wandb_run.json, so a resumed run continues
+    # the same W&B run (docs/training.md).
+    wandb = config.wandb = ml_collections.ConfigDict()
+    wandb.mode = "disabled"  # "disabled", "offline" (files only, `wandb sync` later) or "online".
+    wandb.project = "infini_jax"  # W&B project.
+    wandb.entity = ""  # W&B team or user; "" = the account's default.
+    wandb.name = ""  # Run name; "" = the workdir's name.
+    wandb.group = ""  # Run group (e.g. a sweep's name); "" = none.
+    wandb.tags = ()  # Run tags, e.g. ("baseline", "seed0").
+    wandb.dir = ""  # Where W&B writes its files; "" = the workdir (required for gs:// workdirs).
 
     # Evaluations during training on the live parameters, {} = none (docs/evaluation.md): name
     # -> ConfigDict(config="configs/eval/<task>.py[:preset]", every_steps=N (0 = off),

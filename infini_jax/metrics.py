@@ -46,10 +46,14 @@ def peak_flops() -> tuple[float, str]:
 
 
 class Writer:
-    """Writes on process 0 only. On resume, lines past the restored step are dropped."""
+    """Writes on process 0 only, to metrics.jsonl, TensorBoard and `tracker` (W&B). On resume,
+    lines past the restored step are dropped (`logged_until`: the last step an earlier attempt
+    logged) and the tracker gets the rows it lacks."""
 
-    def __init__(self, workdir: str, resume_step: int, enabled: bool):
+    def __init__(self, workdir: str, resume_step: int, enabled: bool, tracker=None):
         self.enabled = enabled
+        self.tracker = tracker
+        self.logged_until = 0
         self.remote = storage.join(workdir, "metrics.jsonl")
         self.tb_dir = storage.join(workdir, "tensorboard")
         self.tb = None
@@ -62,7 +66,11 @@ class Writer:
         self.staging = tempfile.mkdtemp(prefix="infini_jax_") if storage.is_remote(workdir) else ""
         self.path = os.path.join(self.staging, "metrics.jsonl") if self.staging else self.remote
         if storage.exists(self.remote):
-            kept = [r for r in storage.read_jsonl(self.remote) if r["step"] <= resume_step]
+            rows = storage.read_jsonl(self.remote)
+            self.logged_until = max((r["step"] for r in rows), default=0)
+            kept = [r for r in rows if r["step"] <= resume_step]
+            if self.tracker is not None:
+                self.tracker.replay(kept)
             with open(self.path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
 
@@ -92,6 +100,8 @@ class Writer:
                     self._board().add_scalar(f"{k}/layer_{i}", x, step)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(step, metrics)
 
     def sync(self) -> None:
         """gs:// workdir: uploads `metrics.jsonl` and the events written since the last sync."""

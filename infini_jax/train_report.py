@@ -2,7 +2,7 @@
 
 import json
 
-from infini_jax import storage
+from infini_jax import goodput, storage
 from infini_jax.eval import plots, tasks
 from infini_jax.eval.engine import Engine
 
@@ -72,6 +72,7 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
         "",
         "![loss](loss.png)",
         *eval_section(workdir),
+        *goodput.report_lines(workdir),
         "",
         "## Passkey (teacher-forced exact match; digit accuracy in brackets)",
         "",
