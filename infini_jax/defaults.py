@@ -110,7 +110,12 @@ def base_config() -> ml_collections.ConfigDict:
     data.seq_len = 256  # Training length: a multiple of model.segment_len unless attention=full.
     data.batch_size = 8  # Global batch in sequences.
     data.source = "synthetic"  # Comma-separated: "synthetic" and/or globs of prepared shards.
-    data.weights = ""  # Mixture weights, one per entry of data.source ("" = equal shares).
+    # Mixture weights, one per entry of data.source ("" = equal shares); 0 = a validation-only
+    # source (never trained on: all its documents are held out).
+    data.weights = ""
+    # Names of the sources in the validation metrics (val/<name>/loss, val/<name>/bpb), one
+    # per entry of data.source; "" = derived: "synthetic", or the directory above the shards.
+    data.source_names = ""
     # A sentencepiece .model, a Hugging Face tokenizer.json, or a directory holding one;
     # "" = built-in (sentencepiece trained on the synthetic corpus, cached in the workdir).
     data.tokenizer = ""

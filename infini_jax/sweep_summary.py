@@ -34,18 +34,19 @@ from infini_jax.errors import ConfigError
 
 
 def _metrics(workdir: str) -> tuple[dict, list[tuple[int, float]]]:
-    """The run's last metrics (step, loss, last val_loss, skipped updates, largest gradient
-    norm logged) and its loss curve `[(step, loss)]`."""
+    """The run's last metrics (step, loss, the last validation figures: val_loss and every
+    val/<source>/..., skipped updates, largest gradient norm logged) and its loss curve
+    `[(step, loss)]`."""
     path = storage.join(workdir, "metrics.jsonl")
     if not storage.exists(path):
         return {}, []
-    last, val, grad, curve = {}, None, 0.0, []
+    last, val, grad, curve = {}, {"val_loss": None}, 0.0, []
     for last in storage.read_jsonl(path):
-        val = last.get("val_loss", val)
+        val |= {k: v for k, v in last.items() if k == "val_loss" or k.startswith("val/")}
         grad = max(grad, last.get("grad_norm") or 0.0)
         if "loss" in last:
             curve.append((last["step"], last["loss"]))
-    out = {"step": last.get("step"), "loss": last.get("loss"), "val_loss": val}
+    out = {"step": last.get("step"), "loss": last.get("loss"), **val}
     return out | {"skipped": last.get("skipped"), "max_grad_norm": grad}, curve
 
 

@@ -7,7 +7,6 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -16,7 +15,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from infini_jax import checkpoint, goodput, model, ops, storage, tracking
+from infini_jax import checkpoint, goodput, model, ops, storage, tracking, validation
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
 from infini_jax.data.tokenizer import Tokenizer
@@ -27,7 +26,7 @@ from infini_jax.metrics import Writer, peak_flops
 from infini_jax.model_config import ModelConfig
 from infini_jax.optim import OptimizerConfig
 from infini_jax.profiling import StepProfiler
-from infini_jax.train_step import TrainState, loss_sums
+from infini_jax.train_step import TrainState
 
 
 class TrainingStopped(Error):
@@ -57,8 +56,8 @@ class Run:
             print(*args)
 
 
-def dataset(run: Run, split: str, batch_size: int):
-    """This process's share of `split`'s batches."""
+def dataset(run: Run, split: str, batch_size: int, source: int | None = None):
+    """This process's share of `split`'s batches (of the `source`-th source only, if given)."""
     return pipeline.make_dataset(
         run.data_cfg,
         tokenizer_path=run.tok.path,
@@ -67,6 +66,7 @@ def dataset(run: Run, split: str, batch_size: int):
         split=split,
         process_index=run.proc,
         process_count=run.n_proc,
+        source=source,
     )
 
 
@@ -78,7 +78,7 @@ class Loop:
         cfg, data_cfg = run.config, run.data_cfg
         self.run_, self.training, self.iterator = run, training, iterator
         self.clock = run.clock
-        self.validate = _validation(run, training)
+        self.validate = validation.make(run, training, _global_batch, dataset)
         self.evals = in_training.InTraining(
             run.evals, run.model_cfg, run.tok, run.mesh, cfg.total_steps
         )
@@ -197,7 +197,7 @@ class Loop:
         }
         if self.validate and step % self.run_.config.eval_every_steps == 0:
             with self.clock.spend("validation"):
-                self.last["val_loss"] = self.validate(state.params)
+                self.last |= self.validate(state.params)  # per source, and val_loss
         with self.clock.spend("evals"):
             self.last |= self.evals.run(step, state.params)  # config.evals due at this step
         self.last |= self.clock.interval()
@@ -259,26 +259,3 @@ def _global_batch(local: dict, batch_sharding) -> dict:
         k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
         for k, v in local.items()
     }
-
-
-def _validation(run: Run, training) -> Callable[[object], float] | None:
-    """A function params → mean loss over `eval_batches` held-out batches (same each time)."""
-    cfg = run.config
-    if not cfg.eval_every_steps:
-        return None
-    sums = jax.jit(
-        lambda params, batch: loss_sums(run.model_cfg, params, batch)[:2],
-        in_shardings=(training.state_sh.params, training.batch_sh),
-    )
-    data_batch = run.data_cfg.batch_size // run.n_proc
-
-    def mean_loss(params) -> float:
-        total, count = 0.0, 0.0
-        for i, batch in enumerate(dataset(run, "validation", data_batch)):
-            if i == cfg.eval_batches or len(batch["tokens"]) != data_batch:
-                break  # enough, or a final partial batch that would not split over the mesh
-            nll, n = sums(params, _global_batch(batch, training.batch_sh))
-            total, count = total + float(nll), count + float(n)
-        return total / max(count, 1.0)
-
-    return mean_loss

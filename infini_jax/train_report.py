@@ -72,6 +72,7 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
         "",
         "![loss](loss.png)",
         *eval_section(workdir),
+        *validation_table(workdir),
         *goodput.report_lines(workdir),
         "",
         "## Passkey (teacher-forced exact match; digit accuracy in brackets)",
@@ -142,6 +143,28 @@ def eval_section(workdir: str) -> list[str]:
         value = last[k]
         shown = ", ".join(f"{v:.3g}" for v in value) if isinstance(value, list) else f"{value:.3g}"
         lines.append(f"| {k.removeprefix('eval/')} | {shown} |")
+    return lines
+
+
+def validation_table(workdir: str) -> list[str]:
+    """report.md lines: the last validation per data source (nats per token, bits per byte)
+    with the micro and macro averages (nothing when the run did not validate)."""
+    last = next((r for r in reversed(_rows(workdir)) if "val/micro/loss" in r), None)
+    if last is None:
+        return []
+    names = [k[4:-5] for k in last if k.startswith("val/") and k.endswith("/loss")]
+    names = [n for n in names if n not in ("micro", "macro")] + ["micro", "macro"]
+    lines = [
+        "",
+        f"## Validation by source (step {last['step']})",
+        "",
+        "| source | loss (nats/token) | bits per byte |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        shown = {"micro": "all (micro: pooled)", "macro": "all (macro: mean of sources)"}
+        loss, bpb = last[f"val/{name}/loss"], last[f"val/{name}/bpb"]
+        lines.append(f"| {shown.get(name, name)} | {loss:.4f} | {bpb:.4f} |")
     return lines
 
 

@@ -4,6 +4,9 @@ The fields, their defaults and their meaning are declared once, in `base_config(
 (`infini_jax/defaults.py`).
 """
 
+import os
+import re
+
 from infini_jax.defaults import base_config
 from infini_jax.errors import Section, check, check_choice, check_positive_ints, is_int, section
 
@@ -11,6 +14,17 @@ PACKING = ("concat", "padding")
 LONG_DOCUMENTS = ("truncate", "random_window")
 HOST_SHARDING = ("replicated", "sharded")
 MIN_SYNTHETIC_LENGTH = 64  # a passkey document needs its preamble, needle and question
+
+
+def source_name(spec: str) -> str:
+    """A source's default name: "synthetic", or the nearest directory above a glob of shards
+    that is not called "shards" (".../kjv/shards/*.array_record" → "kjv")."""
+    if spec == "synthetic":
+        return spec
+    parts = [p for p in os.path.dirname(spec).split("/") if p and not re.search(r"[*?\[]", p)]
+    parts = [p for p in parts if p != "shards"]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", parts[-1]) if parts else "shards"
+    return name
 
 
 class _SyntheticMethods(Section):
@@ -50,8 +64,22 @@ class _DataMethods(Section):
 
     @property
     def mixture_weights(self) -> list[float] | None:
-        """One weight per source, or None for equal shares."""
+        """One weight per source (0: validation only), or None for equal shares."""
         return [float(w) for w in self.weights.split(",")] if self.weights else None
+
+    @property
+    def trained(self) -> list[bool]:
+        """Per source: whether training draws from it (weight > 0)."""
+        weights = self.mixture_weights
+        return [w > 0 for w in weights] if weights else [True] * len(self.sources)
+
+    @property
+    def names(self) -> list[str]:
+        """Per source, its name in the validation metrics: `source_names`, or derived."""
+        if self.source_names:
+            return [n.strip() for n in self.source_names.split(",")]
+        names = [source_name(s) for s in self.sources]
+        return [n if names.count(n) == 1 else f"{n}{k}" for k, n in enumerate(names)]
 
     def check(self) -> None:
         check_positive_ints({"seq_len": self.seq_len, "batch_size": self.batch_size}, "data.")
@@ -78,10 +106,18 @@ class _DataMethods(Section):
             except ValueError:
                 weights = []
             check(
-                len(weights) == n and all(w > 0 for w in weights),
-                f"config.data.weights={self.weights!r} must be {n} positive numbers, one per "
-                "entry of config.data.source",
+                len(weights) == n and all(w >= 0 for w in weights) and any(weights),
+                f"config.data.weights={self.weights!r} must be {n} numbers >= 0 (0: validation "
+                "only), one per entry of config.data.source, not all 0",
             )
+        names = self.names
+        check(
+            len(names) == n
+            and len(set(names)) == n
+            and all(re.fullmatch(r"[A-Za-z0-9_.-]+", x) for x in names),
+            f"config.data.source_names={self.source_names!r} must be {n} distinct names of "
+            "letters, digits, '_', '.' or '-', one per entry of config.data.source",
+        )
         remote = [s for s in self.sources if s.startswith("gs://")]
         check(
             not remote,

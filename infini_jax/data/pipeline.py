@@ -116,9 +116,10 @@ class _Split:
 
 
 def _documents(
-    spec: str, data: DataConfig, tokenizer_path: str, seed: int, split: str
+    spec: str, data: DataConfig, tokenizer_path: str, seed: int, split: str, held_out: bool
 ) -> grain.MapDataset:
-    """One source of int32 token arrays (EOS-terminated documents) for one split."""
+    """One source of int32 token arrays (EOS-terminated documents) for one split; a
+    `held_out` (validation-only) prepared source is validation as a whole."""
     if spec == "synthetic":
         check_synthetic_lengths(data.synthetic, tokenizer_path)
         # Validation draws from a disjoint index range of the same generator.
@@ -126,7 +127,7 @@ def _documents(
         source = SyntheticSource(tokenizer_path, seed, data.synthetic)
         return grain.MapDataset.range(SYNTHETIC_DOCS // 2).map(lambda i: source[i + offset])
     source = array_record_source(spec)
-    period = max(2, round(1.0 / data.validation_fraction))
+    period = 1 if held_out else max(2, round(1.0 / data.validation_fraction))
     chosen = _Split(len(source), period, split)
     if len(chosen) == 0:
         raise DataError(f"data.source {spec} has too few documents for a {split} split")
@@ -180,20 +181,29 @@ def make_dataset(
     process_index: int = 0,
     process_count: int = 1,
     epochs: int | None = None,
+    source: int | None = None,
 ) -> grain.IterDataset:
     """The batches of this process: `batch_size` is the per-process batch (global batch /
     `process_count`), its rows chosen by `data.host_sharding` (see the module docstring).
 
-    Train repeats `epochs` times (None = forever), reshuffling every epoch; validation is one
-    ordered pass. A final partial batch is dropped only when repeating forever.
+    Train repeats `epochs` times (None = forever), reshuffling every epoch, and mixes the
+    sources of weight > 0; validation is one ordered pass, of the `source`-th source only
+    when given (else of the mixture). A final partial batch is dropped only when repeating
+    forever.
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    specs, weights = data.sources, data.mixture_weights
+    trained = data.trained
+    chosen = [source] if source is not None else range(len(data.sources))
+    if split == "train":
+        chosen = [k for k in chosen if trained[k]]
+    weights = data.mixture_weights
+    weights = [weights[k] for k in chosen] if weights and len(chosen) > 1 else None
     sharded = data.host_sharding == "sharded"
     parts = []
-    for k, spec in enumerate(specs):
-        ds = _documents(spec, data, tokenizer_path, seed, split)
+    for k in chosen:
+        spec = data.sources[k]
+        ds = _documents(spec, data, tokenizer_path, seed, split, held_out=not trained[k])
         if sharded:
             ds = ds[process_index::process_count]
         if split == "train":
