@@ -142,12 +142,18 @@ def _window(doc: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarra
     return doc[start : start + length]
 
 
-def _to_example(doc: np.ndarray, seq_len: int, packing: str) -> dict[str, np.ndarray]:
+def _to_example(
+    doc: np.ndarray, seq_len: int, packing: str, source: int | None = None
+) -> dict[str, np.ndarray]:
+    """A document as inputs and targets; with `source`, each token also tagged with it."""
     doc = doc.astype(np.int32)
     inputs, targets = doc[:-1], doc[1:]
     if packing == "padding":
         inputs, targets = inputs[:seq_len], targets[:seq_len]  # documented: truncates
-    return {"inputs": inputs, "targets": targets}
+    ex = {"inputs": inputs, "targets": targets}
+    if source is not None:
+        ex["sources"] = np.full(len(inputs), source, np.int32)
+    return ex
 
 
 def _pad_one(ex: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
@@ -158,17 +164,25 @@ def _pad_one(ex: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
         ex["targets"],
         1,
     )
+    if "sources" in ex:  # padding is tagged -1
+        out["sources"] = np.full(seq_len, -1, np.int32)
+        out["sources"][:n] = ex["sources"]
     return out
 
 
 def _final(ex: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ids = ex["inputs_segment_ids"].astype(np.int32)
-    return {
+    out = {
         "tokens": ex["inputs"].astype(np.int32),
         "targets": ex["targets"].astype(np.int32),
         "segment_ids": ids,
         "mask": ids > 0,
     }
+    if "sources" in ex:  # inspection: each token's source, and its position in its document
+        out["sources"] = np.where(ids > 0, ex["sources"], -1).astype(np.int32)
+        positions = ex.get("inputs_positions", np.arange(len(ids)))
+        out["positions"] = np.where(ids > 0, positions, -1).astype(np.int32)
+    return out
 
 
 def make_dataset(
@@ -182,6 +196,7 @@ def make_dataset(
     process_count: int = 1,
     epochs: int | None = None,
     source: int | None = None,
+    tag_sources: bool = False,
 ) -> grain.IterDataset:
     """The batches of this process: `batch_size` is the per-process batch (global batch /
     `process_count`), its rows chosen by `data.host_sharding` (see the module docstring).
@@ -189,7 +204,9 @@ def make_dataset(
     Train repeats `epochs` times (None = forever), reshuffling every epoch, and mixes the
     sources of weight > 0; validation is one ordered pass, of the `source`-th source only
     when given (else of the mixture). A final partial batch is dropped only when repeating
-    forever.
+    forever. `tag_sources` adds "sources" and "positions" `[batch, seq]`: each token's source
+    index and position in its document, -1 on padding (what `python -m infini_jax.show batch`
+    counts; training does not ask for them).
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
@@ -211,12 +228,14 @@ def make_dataset(
         windows = data.packing == "padding" and data.long_documents == "random_window"
         if windows and spec != "synthetic":
             ds = ds.random_map(lambda doc, rng: _window(doc, data.seq_len + 1, rng), seed=seed + k)
-        ds = ds.map(lambda doc: _to_example(doc, data.seq_len, data.packing))
+        tag = k if tag_sources else None
+        ds = ds.map(lambda doc, tag=tag: _to_example(doc, data.seq_len, data.packing, tag))
         parts.append(ds.to_iter_dataset())
     ds = parts[0] if len(parts) == 1 else grain.IterDataset.mix(parts, weights)
     if data.packing == "concat":
+        names = ("inputs", "targets", "sources") if tag_sources else ("inputs", "targets")
         ds = grain.experimental.ConcatThenSplitIterDataset(
-            ds, length_struct={"inputs": data.seq_len, "targets": data.seq_len}
+            ds, length_struct=dict.fromkeys(names, data.seq_len)
         )
     else:
         ds = ds.map(lambda ex: _pad_one(ex, data.seq_len))
