@@ -264,3 +264,23 @@ def test_storage_round_trips_and_missing_extra(gcs, tmp_path):
         f"config error: gs://{BUCKET}/no_extra: gs:// paths need the GCS client libraries: "
         "pip install -e '.[gcs]'"
     )
+
+
+@pytest.mark.slow
+def test_show_checkpoint_reads_a_gs_workdir(gcs, tmp_path):
+    """`show checkpoint` on a workdir in the bucket: its steps, parameters, data position and
+    metrics, through the same readers as a local one (metadata and JSON only)."""
+    from infini_jax import show
+
+    local = str(tmp_path / "run")
+    launch(local, "--config.total_steps=2", "--config.checkpoint_every_steps=1")
+    remote = f"gs://{BUCKET}/show_run"
+    for directory, _, files in os.walk(local):
+        for name in files:
+            path = os.path.join(directory, name)
+            storage.upload(path, remote + path[len(local) :])
+    text = show.describe(remote, None)
+    assert "- 1: intact" in text and "- 2: intact" in text
+    assert "## Parameters (step 2;" in text and "| all |" in text
+    assert '"next_index": 16' in text and "## Last metrics (step 2)" in text
+    assert "the same as" in show.describe(remote, 1, other=local)  # --diff: same config

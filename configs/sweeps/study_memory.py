@@ -13,7 +13,16 @@ bound (seed 0), then one seed of each other arm, then the rest. The longer train
 (16 segments) is configs/sweeps/study_memory_long.py.
 """
 
-from study_common import EVALS, SEEDS
+from study_common import EVALS as COMMON_EVALS
+from study_common import PASSKEY, SEEDS
+
+# The study's evaluations, and passkey at 64× the training length (16,384 tokens = 256
+# segments, 40 samples: under a minute per run on CPU, so every arm gets it, not only the
+# best two).
+EVALS = {
+    **COMMON_EVALS,
+    "passkey64x": ("configs/eval/passkey.py", {**PASSKEY, "lengths": (16384,)}),
+}
 
 EXACT = {"model.memory_update": "exact_delta"}
 L2 = {**EXACT, "model.memory_features": "l2"}

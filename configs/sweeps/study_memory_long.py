@@ -9,8 +9,8 @@ the KJV windows are 1,024 tokens. Its runs share the root of configs/sweeps/stud
   python -m infini_jax.sweep --sweep=configs/sweeps/study_memory_long.py --workdir=/tmp/study
 """
 
-from study_common import EVALS, SEEDS
-from study_memory import GATED
+from study_common import SEEDS
+from study_memory import EVALS, GATED
 
 LONG = {
     "data.seq_len": 1024,
