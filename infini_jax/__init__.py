@@ -1,6 +1,6 @@
 """infini_jax: LLaMA language models with Infini-attention in JAX / Flax linen."""
 
-from infini_jax.tpu import quiet_libtpu
+from infini_jax.parallel.tpu import quiet_libtpu
 
 __version__ = "0.1.0"
 

@@ -24,11 +24,9 @@ from infini_jax import storage
 from infini_jax.data.config import DataConfig
 from infini_jax.defaults import base_config
 from infini_jax.errors import ConfigError, check, check_positive_ints, is_int
-from infini_jax.model_config import ModelConfig
+from infini_jax.model.config import ModelConfig
 from infini_jax.ops import kernels
-from infini_jax.optim import OptimizerConfig
-from infini_jax.sharding import MeshConfig, check_rules
-from infini_jax.tracking import WandbConfig
+from infini_jax.sections import MeshConfig, OptimizerConfig, WandbConfig, check_rules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

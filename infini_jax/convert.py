@@ -35,18 +35,14 @@ from absl import flags
 from safetensors import SafetensorError, safe_open
 from safetensors.flax import save
 
-from infini_jax import checkpoint, cli, hf, model, ops, storage
+from infini_jax import cli, model, ops, storage
 from infini_jax.config import base_config, override, save_config, validate
 from infini_jax.data import tokenizer
 from infini_jax.errors import ConfigError, ConvertError, Error
+from infini_jax.interop import hf
+from infini_jax.interop.tokenizer import TOKENIZER_FILES, copy_tokenizer, export_tokenizer
 from infini_jax.ops import GATES
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-)
+from infini_jax.training import checkpoint, loading
 
 
 def _read_json(path: str) -> dict:
@@ -172,7 +168,7 @@ def read_params(hf_dir: str, model_cfg) -> dict:
 def _fresh_memory_params(model_cfg) -> dict:
     """What Llama has no weights for, from the model's own initializers, stacked over layers:
     the balance factors and the memory's write gates (`layers.Attention`'s other entries)."""
-    from infini_jax.layers import Attention
+    from infini_jax.model.layers import Attention
 
     c = model_cfg
     x = jnp.zeros((1, 1, c.d_model), jnp.float32)
@@ -183,13 +179,6 @@ def _fresh_memory_params(model_cfg) -> dict:
         p = nn.unbox(Attention(c).init(jax.random.key(i), x, memory, mask, ids)["params"])
         per_layer.append({k: v for k, v in p.items() if k not in hf.ATTENTION_PROJECTIONS})
     return jax.tree.map(lambda *xs: np.stack([np.asarray(a) for a in xs]), *per_layer)
-
-
-def _copy_tokenizer(src_dir: str, files: list[str], dst_dir: str) -> None:
-    for name in files:
-        storage.write_bytes(
-            storage.join(dst_dir, name), storage.read_bytes(storage.join(src_dir, name))
-        )
 
 
 def from_hf(
@@ -215,7 +204,7 @@ def from_hf(
     params = read_params(hf_dir, model_cfg)
     storage.makedirs(output)
     if tok_files:
-        _copy_tokenizer(hf_dir, tok_files, storage.join(output, "tokenizer"))
+        copy_tokenizer(hf_dir, tok_files, storage.join(output, "tokenizer"))
         config.data.tokenizer = storage.join(output, "tokenizer")
     else:
         print(
@@ -231,42 +220,12 @@ def from_hf(
     return config
 
 
-def export_tokenizer(tok: tokenizer.Tokenizer, output: str) -> None:
-    """The tokenizer beside the weights, with a tokenizer_config.json naming its special
-    tokens when the source has none (so `AutoTokenizer.from_pretrained` reads them)."""
-    src = storage.dirname(tok.path)
-    if storage.basename(tok.path) in TOKENIZER_FILES:  # from a Hugging Face directory
-        present = [n for n in TOKENIZER_FILES if storage.isfile(storage.join(src, n))]
-        _copy_tokenizer(src, present, output)
-        if storage.isfile(storage.join(output, "tokenizer_config.json")):
-            return
-    name = "tokenizer.json" if tok.kind == "tokenizer.json" else "tokenizer.model"
-    storage.write_bytes(storage.join(output, name), storage.read_bytes(tok.path))
-
-    def piece(i):
-        return None if i is None else tok.piece(i)
-
-    tok_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast"
-        if name == "tokenizer.json"
-        else "LlamaTokenizer",
-        "bos_token": piece(tok.bos_id),
-        "eos_token": piece(tok.eos_id),
-        "pad_token": piece(tok.pad_id),
-        "add_bos_token": False,
-        "add_eos_token": False,
-    }
-    storage.write_text(
-        storage.join(output, "tokenizer_config.json"), json.dumps(tok_config, indent=2)
-    )
-
-
 def to_hf(path: str, output: str, dtype: str = "float32") -> str:
     """Exports the checkpoint at `path` (WORKDIR[/STEP]) to a Hugging Face directory; returns
     a warning to print, or ""."""
     if dtype not in hf.SOURCE_DTYPES:
         raise ConfigError(f"--dtype={dtype} is not one of {hf.SOURCE_DTYPES}")
-    config, _, params = checkpoint.load_params(path)
+    config, _, params = loading.load_params(path)
     model_cfg = validate(config)
     if model_cfg.attention == "infini":
         c = model_cfg
@@ -283,7 +242,7 @@ def to_hf(path: str, output: str, dtype: str = "float32") -> str:
             f"warning: {path} was trained with local attention (segment_len="
             f"{model_cfg.segment_len}); Hugging Face will run it as full attention"
         )
-    tok = checkpoint.load_tokenizer(path, config)
+    tok = loading.load_tokenizer(path, config)
     params = jax.tree.map(np.asarray, params)
     tensors = {}
     for name, (weight, layer) in hf.weights(model_cfg).items():

@@ -50,7 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
         ("layers", None),
     )
 
-    # The LLaMA decoder and its attention (infini_jax/model_config.py checks these).
+    # The LLaMA decoder and its attention (infini_jax/model/config.py checks these).
     model = config.model = ml_collections.ConfigDict()
     model.vocab_size = 512  # Vocabulary size; the tokenizer must fit in it.
     model.num_layers = 2  # Decoder blocks.
@@ -165,7 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
     profile.start_step = 0  # First traced step; 0 = off. Past compilation: e.g. 10.
     profile.num_steps = 3  # Steps traced.
 
-    # AdamW with parameter groups (infini_jax/optim.py checks these).
+    # AdamW with parameter groups (infini_jax/training/optim.py checks these).
     optimizer = config.optimizer = ml_collections.ConfigDict()
     optimizer.learning_rate = 3e-4  # Peak LR of all parameters but the balance factors.
     optimizer.end_learning_rate = 3e-5  # LR at the end of the cosine decay.

@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from infini_jax import checkpoint, cli, model, storage
+from infini_jax import cli, model, storage
 from infini_jax.config import validate
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
-from infini_jax.model_config import ModelConfig
+from infini_jax.model.config import ModelConfig
+from infini_jax.training import loading
 
 
 def sample_token(logits: jax.Array, key: jax.Array, temperature: float, top_p: float) -> jax.Array:
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     def run(_):
         f = flags.FLAGS
         cli.require("checkpoint")
-        config, _, params = checkpoint.load_params(f.checkpoint)
+        config, _, params = loading.load_params(f.checkpoint)
         model_cfg = validate(config)
-        tok = checkpoint.load_tokenizer(f.checkpoint, config)
+        tok = loading.load_tokenizer(f.checkpoint, config)
         if f.prompt_file:
             try:
                 text = storage.read_text(f.prompt_file)

@@ -34,11 +34,12 @@ from collections.abc import Iterator
 import numpy as np
 from absl import flags
 
-from infini_jax import checkpoint, cli, storage
+from infini_jax import cli, storage
 from infini_jax.config import validate
 from infini_jax.errors import Error
 from infini_jax.eval.engine import Engine
 from infini_jax.generate import generate
+from infini_jax.training import loading
 
 try:
     from lm_eval import evaluator
@@ -67,9 +68,9 @@ class InfiniLM(TemplateLM):
         max_gen_toks: int = 256,
     ):
         super().__init__()
-        config, self.step, self.params = checkpoint.load_params(checkpoint_path)
+        config, self.step, self.params = loading.load_params(checkpoint_path)
         self.model_cfg = validate(config)
-        self.tok = checkpoint.load_tokenizer(checkpoint_path, config)
+        self.tok = loading.load_tokenizer(checkpoint_path, config)
         if prefix == "bos" and self.tok.bos_id is None:
             raise Error(f"--prefix=bos: tokenizer {self.tok.path} has no BOS token; use eos")
         self._prefix = self.tok.bos_id if prefix == "bos" else self.tok.eos_id
@@ -167,17 +168,17 @@ def task_metadata(text: str, checkpoint_path: str) -> dict:
 
 def hf_tokenizer_dir(checkpoint_path: str) -> str:
     """A directory `AutoTokenizer.from_pretrained` loads: the workdir's, or a fresh export."""
-    from infini_jax.convert import export_tokenizer
+    from infini_jax.interop.tokenizer import export_tokenizer
 
-    workdir, _ = checkpoint.resolve(checkpoint_path)
-    saved = storage.join(workdir, checkpoint.HF_TOKENIZER)
+    workdir, _ = loading.resolve(checkpoint_path)
+    saved = storage.join(workdir, loading.HF_TOKENIZER)
     if storage.isfile(storage.join(saved, "tokenizer_config.json")) and not storage.is_remote(
         saved
     ):
         return saved
-    config = checkpoint.load_config(checkpoint_path)
+    config = loading.load_config(checkpoint_path)
     out = tempfile.mkdtemp(prefix="infini_jax_tokenizer_")
-    export_tokenizer(checkpoint.load_tokenizer(checkpoint_path, config), out)
+    export_tokenizer(loading.load_tokenizer(checkpoint_path, config), out)
     return out
 
 

@@ -25,12 +25,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from infini_jax import checkpoint, storage
+from infini_jax import storage
 from infini_jax.config import validate
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
 from infini_jax.errors import CheckpointError, Error
-from infini_jax.plan import human_bytes, param_group
+from infini_jax.planning.plan import human_bytes, param_group
+from infini_jax.training import checkpoint
 
 HANDLERS = {
     "state": ocp.PyTreeCheckpointHandler(),
@@ -69,7 +70,7 @@ def _step_status(mngr: ocp.CheckpointManager, step: int, verify: bool) -> tuple[
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
             )
             restored = mngr.restore(
-                step, args=ocp.args.Composite(state=checkpoint._partial(target))
+                step, args=ocp.args.Composite(state=checkpoint.partial_restore(target))
             )["state"]
             missing = checkpoint.missing_leaves(restored, target)
             if missing:

@@ -18,16 +18,18 @@ from absl import flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from infini_jax import checkpoint, cli, goodput, sharding, storage, tracking
+from infini_jax import cli, sections, storage
 from infini_jax.config import save_config, validate
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
 from infini_jax.errors import ConfigError
 from infini_jax.eval import in_training
-from infini_jax.optim import OptimizerConfig
-from infini_jax.train_loop import Loop, Run, TrainingStopped, dataset
-from infini_jax.train_report import format_summary, write_report
-from infini_jax.train_step import TrainState, init_state, make_training
+from infini_jax.parallel import sharding
+from infini_jax.training import checkpoint, goodput, loading, tracking
+from infini_jax.training.loop import Loop, Run, TrainingStopped, dataset
+from infini_jax.training.optim import OptimizerConfig
+from infini_jax.training.report import format_summary, write_report
+from infini_jax.training.step import TrainState, init_state, make_training
 
 __all__ = ["TrainingStopped", "train"]
 
@@ -96,15 +98,15 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, clock: goodput.Cloc
     """Validates everything a run reads, then opens the workdir: config, mesh, batch split,
     tokenizer, checkpoint manager, and whether the latest checkpoint fits the config."""
     validate(config)
-    if config.init_from and not checkpoint.has_steps(workdir):
-        checkpoint.require(config.init_from, "--config.init_from")  # before writing anything
+    if config.init_from and not loading.has_steps(workdir):
+        loading.require(config.init_from, "--config.init_from")  # before writing anything
     if config.init_from_model and config.init_from:
-        config = checkpoint.adopt_model(config, workdir)
+        config = loading.adopt_model(config, workdir)
     model_cfg = validate(config)
     data_cfg = DataConfig.from_config(config.data)
     opt = OptimizerConfig.from_config(config.optimizer)
     evals = in_training.schedule(config)
-    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
+    mesh = sharding.make_mesh(sections.MeshConfig.from_config(config.mesh))
     sharding.check_batch(data_cfg.batch_size, mesh, opt.micro_batches)
     in_training.check_fits(evals, mesh, model_cfg)
     n_proc, proc = jax.process_count(), jax.process_index()
@@ -114,7 +116,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, clock: goodput.Cloc
             f"the {n_proc} processes"
         )
     _check_workdir(workdir)
-    tracking.check_start(tracking.WandbConfig.from_config(config.wandb), workdir)
+    tracking.check_start(sections.WandbConfig.from_config(config.wandb), workdir)
     tok = pipeline.resolve_tokenizer(
         data_cfg, workdir, model_cfg.vocab_size, config.seed, model_cfg
     )
@@ -157,9 +159,9 @@ def _check_workdir(workdir: str) -> None:
 def _export_tokenizer(run: Run) -> None:
     """WORKDIR/hf_tokenizer: the run's tokenizer as a directory Hugging Face's AutoTokenizer
     loads (for lm-eval's RULER tasks through `infini_jax.lm_eval`), written once."""
-    from infini_jax.convert import export_tokenizer
+    from infini_jax.interop.tokenizer import export_tokenizer
 
-    out = storage.join(run.workdir, checkpoint.HF_TOKENIZER)
+    out = storage.join(run.workdir, loading.HF_TOKENIZER)
     if not storage.exists(storage.join(out, "tokenizer_config.json")):
         export_tokenizer(run.tok, out)
 
@@ -176,7 +178,7 @@ def _initial_state(run: Run, training, iterator) -> TrainState:
             iterator, data_state, run.proc, run.n_proc, run.data_cfg.host_sharding
         )
     elif cfg.init_from:
-        params, note = checkpoint.init_params_from(
+        params, note = loading.init_params_from(
             cfg.init_from, model_cfg, training.params_sh, cfg.seed
         )
         state = jax.jit(
@@ -212,7 +214,7 @@ def _missing_report(run: Run) -> dict:
     if run.n_proc > 1:
         run.print(f"{report} is missing: run this command in one process to write it")
         return {}
-    _, step, params = checkpoint.load_params(run.workdir)
+    _, step, params = loading.load_params(run.workdir)
     print(f"writing the missing report from step {step}")
     return _report(run, params)
 

@@ -43,6 +43,11 @@ summarize() {  # TABLE OUTPUT [summarize flags]
   python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
     --output="$out" "$@" >/dev/null
 }
+beyond_and_back() {  # TABLE COLUMNS BACK_COLUMNS: passkey beyond the question's segment by
+  # length (table_T), and by segments back (table_T_back), grouped over seeds
+  summarize "$1" "table_$1" --group=seed --curve=passkey_beyond@ --columns="$2"
+  summarize "$1" "table_${1}_back" --group=seed --curve=passkey_back@ --columns="$3"
+}
 for t in "${tables[@]}"; do
   case $t in
     a)
@@ -57,20 +62,17 @@ for t in "${tables[@]}"; do
         --columns='memory_norm@0,memory_norm@3,memory_norm@15,memory_norm@63,memory_g*'
       ;;
     b_*)
-      summarize "$t" "table_$t" --group=seed --curve=passkey_beyond@ \
-        --columns='passkey_beyond@*,passkey_beyond,memory_g*,kjv@4096,loss,minutes'
-      summarize "$t" "table_${t}_back" --group=seed --curve=passkey_back@ \
-        --columns='passkey_back@*,passkey@*'
+      beyond_and_back "$t" 'passkey_beyond@*,passkey_beyond,memory_g*,kjv@4096,loss,minutes' \
+        'passkey_back@*,passkey@*'
       ;;
     c)
       summarize c table_c --group=seed --curve=passkey_beyond@ \
         --columns='passkey_beyond@*,passkey_beyond,kjv@*,memory_norm@63,loss,minutes'
       ;;
     memory | memory_long)
-      summarize "$t" "table_$t" --group=seed --curve=passkey_beyond@ \
-        --columns='passkey_beyond@*,passkey_beyond,passkey_ablated_beyond,kjv@4096,kjv_nomem@4096,loss,minutes'
-      summarize "$t" "table_${t}_back" --group=seed --curve=passkey_back@ \
-        --columns='passkey_back@*,passkey4k_back@*'
+      beyond_and_back "$t" \
+        'passkey_beyond@*,passkey_beyond,passkey_ablated_beyond,kjv@4096,kjv_nomem@4096,loss,minutes' \
+        'passkey_back@*,passkey4k_back@*,passkey64x_beyond*'
       summarize "$t" "table_${t}_memory" --group=seed --curve=memory_norm@ \
         --columns='memory_norm@0,memory_norm@3,memory_norm@15,memory_norm@63,memory_g@*,memory_beta@*,memory_alpha@*'
       summarize "$t" "table_${t}_kjv" --group=seed --curve=kjv_seg@ \

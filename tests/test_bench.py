@@ -136,7 +136,7 @@ def test_memory_path_bench_compares_with_the_step_timed_in_the_same_run():
 
     from infini_jax.bench import memory_path
     from infini_jax.config import validate
-    from infini_jax.flops import flops_per_token as per_token
+    from infini_jax.model.flops import flops_per_token as per_token
 
     config = train_speed.config_for("bench", "infini", 512)
     step_s, peak = 2.0, 1e11

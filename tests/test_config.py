@@ -124,7 +124,7 @@ def test_saved_config_round_trips(tiny_config, tmp_path):
     "spec", ["llama_300m_infini.py", "llama_300m_baseline.py:local", "tiny.py", "tiny.py:full"]
 )
 def test_flops_param_formula_matches_the_model(spec):
-    from infini_jax.flops import flops_per_token, param_count
+    from infini_jax.model.flops import flops_per_token, param_count
 
     cfg = validate(load_config(config_path(spec)))
     assert param_count(cfg) == n_params(spec)

@@ -15,11 +15,12 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from infini_jax import checkpoint, convert, model, train
+from infini_jax import convert, model, train
 from infini_jax.config import load_config, validate
 from infini_jax.data import tokenizer
 from infini_jax.errors import ConvertError
 from infini_jax.generate import generate
+from infini_jax.training import loading
 from tests.conftest import config_path, run_cli
 
 SEQ = 24
@@ -82,7 +83,7 @@ def hf_logits(directory, tokens) -> np.ndarray:
 
 
 def our_logits(workdir, tokens) -> np.ndarray:
-    config, _, params = checkpoint.load_params(str(workdir))
+    config, _, params = loading.load_params(str(workdir))
     logits, _ = model.sequence_logits(validate(config), params, jnp.asarray(tokens))
     return np.asarray(logits)
 
@@ -131,7 +132,7 @@ def test_bfloat16_checkpoint_imports_exactly_and_exports_bitwise(tmp_path):
     hf_llama(tmp_path / "hf", dtype=torch.bfloat16, **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", SEQ)
     # Stored as bf16 (lossless, half the memory); every restore is float32, as training wants.
-    _, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    _, _, params = loading.load_params(str(tmp_path / "w"))
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
     # transformers upcasts the bf16 weights to float32, as the import does.
     assert (
@@ -168,7 +169,7 @@ def test_sharded_checkpoint_imports(tmp_path):
 def test_greedy_generation_equals_transformers(tmp_path):
     hf = hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", 64)
-    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    config, _, params = loading.load_params(str(tmp_path / "w"))
     prompt = TOKENS[:, :8]
     ours = generate(validate(config), params, prompt, max_new_tokens=32)
     with torch.no_grad():
@@ -187,7 +188,7 @@ def test_greedy_generation_equals_transformers(tmp_path):
 def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
     hf_llama(tmp_path / "hf", tok=bpe, **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "full", 64)
-    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    config, _, params = loading.load_params(str(tmp_path / "w"))
     prompt = "The pass key is"
     ids = [bpe.bos_id, *bpe.encode(prompt)]
     new = generate(validate(config), params, np.asarray([ids]), max_new_tokens=6)[0]
@@ -201,7 +202,7 @@ def test_generate_cli_starts_imported_prompts_with_bos(bpe, tmp_path):
 def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
     hf_llama(tmp_path / "hf", **CASES["gqa_untied"])
     convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "w"), "infini", 8, 32, balance_init=-2.0)
-    config, _, params = checkpoint.load_params(str(tmp_path / "w"))
+    config, _, params = loading.load_params(str(tmp_path / "w"))
     assert config.model.attention == "infini" and config.data.seq_len == 32
     np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -2.0))
     with pytest.raises(ConvertError, match=r"already holds checkpoints; choose a new directory"):
@@ -214,7 +215,7 @@ def test_infini_import_adds_balance_factors_and_refuses_export(tmp_path):
         "infini_jax.convert", *cold, "--balance_init=-3", "--gate=sigmoid", f"--output={tmp_path}/c"
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    config, _, params = checkpoint.load_params(str(tmp_path / "c"))
+    config, _, params = loading.load_params(str(tmp_path / "c"))
     assert config.model.gate == "sigmoid"
     np.testing.assert_array_equal(params["layers"]["attention"]["balance"], np.full((2, 4), -3.0))
     r = run_cli(
@@ -291,7 +292,7 @@ def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path, c
     # A resume takes the model from the run's own checkpoint: init_from may be gone by then.
     gone = config.copy_and_resolve_references()
     gone.init_from = str(tmp_path / "deleted")
-    resumed = checkpoint.adopt_model(gone, str(tmp_path / "run"))
+    resumed = loading.adopt_model(gone, str(tmp_path / "run"))
     assert resumed.model.d_model == 32 and resumed.data.tokenizer == f"{imported}/tokenizer"
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["d_model"] == 32 and saved["model"]["attention"] == "infini"
@@ -306,7 +307,7 @@ def test_continual_pretraining_of_an_imported_llama_into_infini(bpe, tmp_path, c
     # segment (empty memory, empty_memory="local") is exactly the pretrained model; the second
     # is the pretrained model on that segment alone (positions restart) with g(-3) = 4.7% of
     # the memory read mixed in.
-    imported_config, _, params = checkpoint.load_params(imported)
+    imported_config, _, params = loading.load_params(imported)
     base = validate(imported_config)
     c = config.model
     infini = dataclasses.replace(

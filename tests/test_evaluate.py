@@ -12,14 +12,15 @@ import jax
 import numpy as np
 import pytest
 
-from infini_jax import checkpoint, model, optim
+from infini_jax import model, sections
 from infini_jax.config import load_config, save_config, validate
 from infini_jax.data import pipeline, synthetic
 from infini_jax.eval import tasks
 from infini_jax.eval.engine import Engine
 from infini_jax.evaluate import evaluate
 from infini_jax.generate import generate
-from infini_jax.train_step import init_state
+from infini_jax.training import checkpoint, optim
+from infini_jax.training.step import init_state
 from tests.conftest import ROOT, config_path, small_model
 
 # A word-level tokenizer for the template: one token per word, digit and punctuation mark.
@@ -201,7 +202,7 @@ def saved_checkpoint(tmp_path_factory):
     cfg = validate(config)
     pipeline.resolve_tokenizer(config.data, workdir, cfg.vocab_size, config.seed)
     tx, _ = optim.make_optimizer(
-        optim.OptimizerConfig.from_config(config.optimizer), config.total_steps
+        sections.OptimizerConfig.from_config(config.optimizer), config.total_steps
     )
     mngr = checkpoint.manager(workdir, config)
     checkpoint.save(mngr, 7, init_state(cfg, tx, 0), {}, config)

@@ -11,11 +11,12 @@ import pytest
 from lm_eval import evaluator
 from lm_eval.tasks import TaskManager
 
-from infini_jax import checkpoint, convert, model
+from infini_jax import convert, model
 from infini_jax.config import validate
 from infini_jax.errors import Error
 from infini_jax.generate import generate
 from infini_jax.lm_eval import InfiniLM, task_names
+from infini_jax.training import loading
 from tests.conftest import run_cli
 from tests.test_convert import CASES, hf_llama
 
@@ -115,7 +116,7 @@ def test_multiple_choice_log_likelihoods_and_accuracy(setup, monkeypatch):
         task_manager=TaskManager(include_path=str(tmp / "tasks")),
         log_samples=True,
     )
-    config, _, params = checkpoint.load_params(str(tmp / "w"))
+    config, _, params = loading.load_params(str(tmp / "w"))
     cfg = validate(config)
     correct = []
     for sample in out["samples"]["local_mc"]:
@@ -181,10 +182,10 @@ def test_ruler_runs_offline_and_its_responses_are_greedy_generation(tiny_run, tm
     `generate`'s greedy continuation of the request's prompt."""
     from transformers import AutoTokenizer
 
-    config, _, params = checkpoint.load_params(tiny_run)
+    config, _, params = loading.load_params(tiny_run)
     cfg = validate(config)
-    tok = checkpoint.load_tokenizer(tiny_run, config)
-    hf = AutoTokenizer.from_pretrained(f"{tiny_run}/{checkpoint.HF_TOKENIZER}")
+    tok = loading.load_tokenizer(tiny_run, config)
+    hf = AutoTokenizer.from_pretrained(f"{tiny_run}/{loading.HF_TOKENIZER}")
     text = FILLER.strip()  # (a trailing space is a piece of its own in HF's Llama tokenizer)
     assert hf(text, add_special_tokens=False).input_ids == tok.encode(text)
     args = [f"--checkpoint={tiny_run}", "--tasks=niah_single_1,ruler_vt", "--limit=1"]

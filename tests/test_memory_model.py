@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infini_jax import model, optim
+from infini_jax import model, sections
 from infini_jax.config import validate
 from infini_jax.errors import ConfigError
+from infini_jax.training import optim
 from tests.conftest import small_model
-from tests.test_model import packed_extras, segment_loop, tokens_for
+from tests.test_model import bf16_against_f32, packed_extras, segment_loop, tokens_for
 
 GATED = dict(memory_update="exact_delta", memory_features="l2", write_strength=True, decay="data")
 OPTION_SETS = {
@@ -81,14 +82,8 @@ def test_write_gates_learn_and_truncation_cuts_the_memory_path(name):
 
 @pytest.mark.slow
 def test_bf16_gated_model_over_64_segments_is_finite_and_close_to_f32():
-    cfg, params = gated_model(GATED, seed=12, segment_len=4)
-    tokens = tokens_for(cfg, seed=13, batch=1, segments=64)
-    ref, _ = model.sequence_logits(cfg, params, tokens)
-    out, mem = model.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
-    assert mem.m.dtype == jnp.float32
-    out = np.asarray(out)
-    assert np.all(np.isfinite(out)) and np.all(np.isfinite(np.asarray(mem.m)))
-    p, p_ref = jax.nn.softmax(out), jax.nn.softmax(np.asarray(ref))
+    out, ref = bf16_against_f32(*gated_model(GATED, seed=12, segment_len=4))
+    p, p_ref = jax.nn.softmax(out), jax.nn.softmax(ref)
     assert np.abs(p - p_ref).sum(-1).max() < 0.05
 
 
@@ -111,7 +106,7 @@ def tiny_optimizer():
 
 def test_gate_biases_take_no_weight_decay_and_projections_do():
     cfg, params = gated_model(GATED)
-    groups = optim.param_groups(params, optim.OptimizerConfig.from_config(tiny_optimizer()))
+    groups = optim.param_groups(params, sections.OptimizerConfig.from_config(tiny_optimizer()))
     attention = groups["layers"]["attention"]
     assert attention["decay_bias"] == "no_decay"
     assert attention["write_strength"]["bias"] == "no_decay"
@@ -159,7 +154,7 @@ def test_write_gate_means_read_the_gates_the_model_uses():
 
 @pytest.mark.parametrize("name", OPTION_SETS)
 def test_param_count_formula_counts_the_write_gates(name):
-    from infini_jax.flops import memory_flops_per_token, param_count
+    from infini_jax.model.flops import memory_flops_per_token, param_count
 
     cfg, params = gated_model(OPTION_SETS[name])
     assert param_count(cfg) == model.count_params(params)

@@ -211,19 +211,24 @@ def test_model_is_causal_through_memory():
         assert not np.allclose(changed[:, 24:], base[:, 24:])  # reaches the last segment
 
 
+def bf16_against_f32(cfg, params, segments: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of `segments` segments in bfloat16 and in float32, `(bf16, f32)`, after checking
+    that the bf16 run is finite and keeps its memory in float32."""
+    tokens = tokens_for(cfg, seed=13, batch=1, segments=segments)
+    ref, _ = model.sequence_logits(cfg, params, tokens)
+    out, mem = model.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
+    assert mem.m.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(out))) and np.all(np.isfinite(np.asarray(mem.m)))
+    return np.asarray(out), np.asarray(ref)
+
+
 @pytest.mark.slow
 def test_bf16_model_over_64_segments_is_finite_and_close_to_f32():
     cfg = small_model(segment_len=4)
-    params = model.init_params(cfg, jax.random.key(12))
-    tokens = tokens_for(cfg, seed=13, batch=1, segments=64)
-    ref, ref_mem = model.sequence_logits(cfg, params, tokens)
-    out, mem = model.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
-    assert mem.m.dtype == jnp.float32
-    out = np.asarray(out)
-    assert np.all(np.isfinite(out)) and np.all(np.isfinite(np.asarray(mem.m)))
-    err = np.abs(out - np.asarray(ref)).mean()
-    assert err < 0.05 * np.abs(np.asarray(ref)).mean(), err
-    p, p_ref = jax.nn.softmax(out), jax.nn.softmax(np.asarray(ref))
+    out, ref = bf16_against_f32(cfg, model.init_params(cfg, jax.random.key(12)))
+    err = np.abs(out - ref).mean()
+    assert err < 0.05 * np.abs(ref).mean(), err
+    p, p_ref = jax.nn.softmax(out), jax.nn.softmax(ref)
     assert np.abs(p - p_ref).sum(-1).max() < 0.05  # next-token distributions agree
 
 

@@ -7,23 +7,25 @@ import sys
 
 import pytest
 
-from infini_jax.plan import param_group, parse_mesh
+from infini_jax.planning.plan import param_group, parse_mesh
 from tests.conftest import ROOT
 
 # Runs with 8 fake devices: builds the real sharded state the way training does and measures it.
 MEASURE = r"""
 import json, sys
 import jax
-from infini_jax import model, optim, sharding
+from infini_jax import model
+from infini_jax.training import optim
+from infini_jax.parallel import sharding
 from infini_jax.config import load_config, validate
-from infini_jax.train_step import init_state
+from infini_jax.training.step import init_state
 
 config = load_config("configs/tiny.py")
 config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
 config.data.batch_size = 8
 cfg = validate(config)
-mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh))
-opt = optim.OptimizerConfig.from_config(config.optimizer)
+mesh = sharding.make_mesh(sections.MeshConfig.from_config(config.mesh))
+opt = sections.OptimizerConfig.from_config(config.optimizer)
 tx, _ = optim.make_optimizer(opt, config.total_steps)
 abstract = jax.eval_shape(lambda: init_state(cfg, tx, config.seed))
 params_sh = sharding.param_shardings(model.param_logical_axes(cfg), mesh, config.sharding_rules)

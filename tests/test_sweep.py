@@ -11,7 +11,7 @@ import time
 import pytest
 
 from infini_jax.errors import ConfigError
-from infini_jax.sweep import expand, plan_runs, run_name
+from infini_jax.sweeps.runs import expand, plan_runs, run_name
 from tests.conftest import ROOT
 from tests.test_train import SMALL
 
@@ -154,7 +154,7 @@ def _retrieval(by_back):  # {segments back: (accuracy, n)}, all at 256 tokens
 
 
 def test_summary_groups_seeds_bins_compressions_and_filters_runs(tmp_path):
-    from infini_jax.sweep_summary import summarize
+    from infini_jax.sweeps.summary import summarize
 
     root = tmp_path / "root"
     pk = {0: (1.0, 4), 1: (0.5, 2), 3: (0.0, 2), 4: (0.25, 4), 20: (0.0, 4)}

@@ -13,10 +13,13 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from infini_jax import ops, plan, plan_search, sharding, tpu
+from infini_jax import ops, sections
 from infini_jax.config import load_config
 from infini_jax.errors import ConfigError
 from infini_jax.ops import kernels
+from infini_jax.parallel import sharding, tpu
+from infini_jax.planning import plan
+from infini_jax.planning import search as plan_search
 from tests.conftest import ROOT, config_path
 
 if importlib.util.find_spec("libtpu") is None:
@@ -81,7 +84,7 @@ def test_two_slices_put_the_data_axis_across_them():
     c = _tiny()
     c.mesh.slices, c.mesh.fsdp, c.mesh.data = 2, 2, -1
     devices = tpu.compile_devices(tpu.parse_slice("v5p-8"), num_slices=2)
-    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(c.mesh), devices)
+    mesh = sharding.make_mesh(sections.MeshConfig.from_config(c.mesh), devices)
     assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
     # The first half of the data axis is slice 0, the second slice 1: only the data-parallel
     # reduction crosses the data-center network.
@@ -120,7 +123,7 @@ def test_without_the_kernel_the_step_has_no_mosaic_call():
 
 
 def test_the_kernel_follows_the_mesh_not_the_host():
-    mesh = jax.make_mesh((1, 2, 2), sharding.AXES, devices=plan.tpu_target("v5e-4").devices)
+    mesh = jax.make_mesh((1, 2, 2), sections.AXES, devices=plan.tpu_target("v5e-4").devices)
     assert kernels.target_platform() == "cpu" and kernels.resolve("auto", 1024)[0] == "xla"
     with jax.set_mesh(mesh):
         assert kernels.target_platform() == "tpu"
@@ -140,7 +143,7 @@ def test_splash_blocks_fit_the_window():
 @pytest.mark.parametrize("window, blocks", [(384, (512, 512, 512)), (1024, (256, 512, 256))])
 def test_splash_blocks_lower_for_each_tpu_generation(name, window, blocks):
     devices = tpu.compile_devices(tpu.parse_slice(name))[:1]
-    mesh = jax.make_mesh((1, 1, 1), sharding.AXES, devices=devices)
+    mesh = jax.make_mesh((1, 1, 1), sections.AXES, devices=devices)
     spec = jax.sharding.NamedSharding(mesh, jax.P())
     q = jax.ShapeDtypeStruct((2, window, 4, 128), jnp.bfloat16, sharding=spec)
     kv = jax.ShapeDtypeStruct((2, window, 2, 128), jnp.bfloat16, sharding=spec)
@@ -280,7 +283,7 @@ def test_search_on_the_tpu_compiler_writes_its_table(tmp_path):
 
 def test_recomputed_flops_follow_the_policies():
     from infini_jax.config import validate
-    from infini_jax.flops import flops_per_token
+    from infini_jax.model.flops import flops_per_token
 
     cfg = validate(_tiny())
     forward = flops_per_token(cfg, 512) / 3

@@ -8,9 +8,10 @@ import types
 
 import pytest
 
-from infini_jax import checkpoint, goodput, tracking
+from infini_jax import sections
 from infini_jax.config import load_config, validate
 from infini_jax.errors import ConfigError
+from infini_jax.training import checkpoint, goodput, tracking
 from tests import wandb_files
 from tests.conftest import config_path, run_cli
 from tests.test_train import SMALL, launch, losses, wait_for_step
@@ -159,6 +160,6 @@ def test_a_corrupt_run_id_file_and_a_gcs_workdir_without_a_local_dir_are_one_lin
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert f"{tmp_path}/{tracking.RUN_FILE} is not valid JSON" in r.stderr
     assert sorted(os.listdir(tmp_path)) == [tracking.RUN_FILE]  # nothing else written
-    cfg = tracking.WandbConfig(mode="offline")
+    cfg = sections.WandbConfig(mode="offline")
     with pytest.raises(ConfigError, match="set --config.wandb.dir to a local directory"):
         cfg.files_dir("gs://bucket/run")

@@ -17,11 +17,12 @@ import numpy as np
 import optax
 import pytest
 
-from infini_jax import checkpoint, evaluate, model, optim, train
+from infini_jax import evaluate, model, sections, train
 from infini_jax.config import load_config, override, validate
 from infini_jax.errors import CheckpointError, ConfigError
-from infini_jax.train_report import write_report
-from infini_jax.train_step import init_state, train_step
+from infini_jax.training import checkpoint, loading, optim
+from infini_jax.training.report import write_report
+from infini_jax.training.step import init_state, train_step
 from tests.conftest import ROOT, config_path, run_cli, small_model
 
 SMALL = [
@@ -223,7 +224,7 @@ def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
 def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
     o = tiny_config.optimizer
     o.warmup_steps, o.learning_rate, o.gate_learning_rate, o.weight_decay = 0, 1e-3, 1e-2, 0.1
-    o = optim.OptimizerConfig.from_config(o)
+    o = sections.OptimizerConfig.from_config(o)
     tx, schedules = optim.make_optimizer(o, total_steps=100)
     params = init_state(small_model(), optax.identity(), 0).params
     groups = optim.param_groups(params, o)
@@ -247,7 +248,7 @@ def test_balance_factors_get_their_own_lr_and_no_weight_decay(tiny_config):
 def test_non_finite_steps_are_skipped_and_counted(tiny_config):
     cfg = small_model()
     tx, schedules = optim.make_optimizer(
-        optim.OptimizerConfig.from_config(tiny_config.optimizer), 10
+        sections.OptimizerConfig.from_config(tiny_config.optimizer), 10
     )
     state = init_state(cfg, tx, 0)
     tokens = jnp.zeros((2, 32), jnp.int32)
@@ -338,9 +339,9 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_reports_and_evaluates(tmp_
     assert len(warnings) == 1 and "vocab_size=640 but tokenizer" in warnings[0]
     # Make the model predict an id the tokenizer lacks: swap the output column of the token
     # it predicts most with row 600's, then write the report from those parameters.
-    saved, _, params = checkpoint.load_params(str(workdir))
+    saved, _, params = loading.load_params(str(workdir))
     model_cfg = validate(saved)
-    tok = checkpoint.load_tokenizer(str(workdir), saved)
+    tok = loading.load_tokenizer(str(workdir), saved)
     tokens = jnp.asarray([tok.encode("What is the pass key? The pass key is 12. " * 4)[:32]])
     logits, _ = model.segment_step(model_cfg, params, tokens, model.init_memory(model_cfg, 1))
     top = int(np.bincount(np.asarray(jnp.argmax(logits, -1)).ravel()).argmax())
@@ -382,8 +383,8 @@ def test_finetune_starts_from_a_checkpoint_with_fresh_optimizer(tmp_path):
     ft.init_from = str(tmp_path / "pre")
     ft.optimizer.learning_rate = ft.optimizer.gate_learning_rate = 0.0
     train.train(ft, str(tmp_path / "ft"))  # LR 0: the parameters must stay the checkpoint's
-    _, step_pre, pre = checkpoint.load_params(str(tmp_path / "pre"))
-    _, step_ft, after = checkpoint.load_params(str(tmp_path / "ft"))
+    _, step_pre, pre = loading.load_params(str(tmp_path / "pre"))
+    _, step_ft, after = loading.load_params(str(tmp_path / "ft"))
     assert (step_pre, step_ft) == (2, 2)
     chex.assert_trees_all_equal(pre, after)
     ft.model.num_layers = 3
@@ -402,7 +403,7 @@ def test_a_checkpoint_whose_state_has_a_field_since_removed_still_restores(tiny_
         skipped: jax.Array
         nonfinite_run: jax.Array
 
-    opt = optim.OptimizerConfig.from_config(tiny_config.optimizer)
+    opt = sections.OptimizerConfig.from_config(tiny_config.optimizer)
     state = init_state(small_model(), optim.make_optimizer(opt, 10)[0], 0)
     old = OldState(*state[:3], jnp.arange(2, dtype=jnp.uint32), *state[3:])
     mngr = checkpoint.manager(str(tmp_path), tiny_config)
@@ -421,7 +422,7 @@ def test_a_checkpoint_whose_state_has_a_field_since_removed_still_restores(tiny_
 def test_a_checkpoint_lacking_part_of_the_state_is_one_config_error(tiny_config, tmp_path):
     """A train state with an array the checkpoint lacks (code with other optimizer groups, or
     a new parameter) is refused naming it, not restored with holes that fail inside optax."""
-    opt = optim.OptimizerConfig.from_config(tiny_config.optimizer)
+    opt = sections.OptimizerConfig.from_config(tiny_config.optimizer)
     state = init_state(small_model(), optim.make_optimizer(opt, 10)[0], 0)
     mngr = checkpoint.manager(str(tmp_path), tiny_config)
     checkpoint.save(mngr, 1, state, {"position": 7}, tiny_config)
@@ -459,7 +460,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(reference
     launch(workdir, "--config.total_steps=4", "--config.checkpoint_every_steps=2")
     _truncate_array_files(os.path.join(workdir, "checkpoints", "4"))
     with pytest.raises(CheckpointError, match=r"checkpoint step 4 in .* is unreadable"):
-        checkpoint.load_params(workdir)  # what evaluate and generate get: one line
+        loading.load_params(workdir)  # what evaluate and generate get: one line
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     cmd = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL]
     args = [f"--workdir={workdir}", "--config.checkpoint_every_steps=2"]

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infini_jax import model, train, validation
+from infini_jax import model, train
 from infini_jax.config import load_config, validate
 from infini_jax.data import pipeline, prepare, tokenizer
 from infini_jax.data.config import DataConfig, source_name
 from infini_jax.errors import ConfigError
-from infini_jax.train_step import loss_sums
+from infini_jax.training import validation
+from infini_jax.training.step import loss_sums
 from tests.conftest import config_path, small_model
 from tests.test_train import tiny_128
 

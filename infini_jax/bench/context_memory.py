@@ -36,7 +36,7 @@ def parse_points(items: list[str]) -> list[tuple[int, int, str]]:
 
 def measure(config, points, topology: str) -> list[dict]:
     """Compiles every (point, kind) for the TPU and the CPU; one record each."""
-    from infini_jax.plan import cpu_target, plan, tpu_target
+    from infini_jax.planning.plan import cpu_target, plan, tpu_target
 
     tpu = tpu_target(topology)
     chips = len(tpu.devices)
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     from absl import flags
     from ml_collections import config_flags
 
-    from infini_jax import cli, tpu
+    from infini_jax import cli
+    from infini_jax.parallel import tpu
 
     config_flags.DEFINE_config_file("config", "configs/llama_300m_infini.py", "Config[:preset].")
     flags.DEFINE_string("topology", "v5p-8", "The Cloud TPU slice (plan --topology's names).")

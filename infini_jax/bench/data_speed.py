@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from infini_jax.accelerators import BY_NAME
 from infini_jax.bench import write_records
 from infini_jax.config import load_config, validate
 from infini_jax.data import pipeline, prepare, tokenizer
 from infini_jax.data.config import DataConfig
-from infini_jax.flops import flops_per_token
-from infini_jax.metrics import measured_matmul_flops
+from infini_jax.model.flops import flops_per_token
+from infini_jax.parallel.accelerators import BY_NAME
+from infini_jax.training.metrics import measured_matmul_flops
 
 
 def pipeline_rate(data: DataConfig, tok_path: str, batch: int, seconds: float) -> float:

@@ -10,7 +10,7 @@ segments in a `jax.lax.scan` whose body is rematerialised as the train step's is
 attention's output is a fixed random input. Then it times the infini train step in the same
 process and prints, next to each other:
 
-- the memory path's share of the step's model FLOPs (`infini_jax.flops`, same convention),
+- the memory path's share of the step's model FLOPs (`infini_jax.model.flops`, same convention),
 - its MFU and the step's, both against the matmul ceiling measured in the same process,
 - the share of the step's time the memory path takes at its own rate: FLOPs share × step MFU
   / memory-path MFU, i.e. its time alone over the step's. This is not a prediction of
@@ -27,8 +27,8 @@ import numpy as np
 from infini_jax import ops
 from infini_jax.bench import find_record, train_speed, write_records
 from infini_jax.config import validate
-from infini_jax.flops import memory_flops_per_token
-from infini_jax.model_config import REMAT_POLICIES, ModelConfig
+from infini_jax.model.config import REMAT_POLICIES, ModelConfig
+from infini_jax.model.flops import memory_flops_per_token
 
 
 def inputs(model_cfg: ModelConfig, batch: int, seq_len: int, seed: int = 0) -> dict:
@@ -83,7 +83,7 @@ def path_loss(model_cfg: ModelConfig, x: dict) -> tuple[jax.Array, ops.Memory]:
 
 
 def memory_flops(model_cfg: ModelConfig, batch: int, seq_len: int) -> float:
-    """Training FLOPs of the memory path (`infini_jax.flops`' memory term × tokens)."""
+    """Training FLOPs of the memory path (`infini_jax.model.flops`' memory term × tokens)."""
     return float(memory_flops_per_token(model_cfg) * batch * seq_len)
 
 

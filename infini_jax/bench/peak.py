@@ -8,7 +8,7 @@ The matmul accumulates in float32 (`preferred_element_type`), as the model's do.
 
 import jax
 
-from infini_jax.metrics import measured_matmul_flops
+from infini_jax.training.metrics import measured_matmul_flops
 
 
 def default_dtype() -> str:

@@ -7,9 +7,10 @@ Every point compiles the real jitted, donated train step (`train_step.jit_train_
 config, reads XLA's memory analysis, then times `--steps` steps on a random batch (after one
 warm-up step) and keeps the median step time. At each length the kinds' timed steps are
 interleaved, one of each per round, so their ratios are paired (`paired_ratio`). MFU = model
-FLOPs per token (`infini_jax.flops`) × tokens/s over the peak matmul FLOP/s measured in the same
-process (`bench.peak`) and, where the device is known, over the datasheet peak. A point whose
-compiled memory would not fit in this machine's memory is recorded as skipped, not run.
+FLOPs per token (`infini_jax.model.flops`) × tokens/s over the peak matmul FLOP/s measured in
+the same process (`bench.peak`) and, where the device is known, over the datasheet peak. A
+point whose compiled memory would not fit in this machine's memory is recorded as skipped, not
+run.
 """
 
 import ast
@@ -20,13 +21,14 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from infini_jax import ops, sharding
-from infini_jax.accelerators import datasheet_flops
+from infini_jax import ops, sections
 from infini_jax.bench import write_records
 from infini_jax.config import REPO, load_config, load_preset, override, validate
 from infini_jax.errors import ConfigError
-from infini_jax.flops import flops_per_token
-from infini_jax.train_step import compiled_peak_bytes, init_state, make_training
+from infini_jax.model.flops import flops_per_token
+from infini_jax.parallel import sharding
+from infini_jax.parallel.accelerators import datasheet_flops
+from infini_jax.training.step import compiled_peak_bytes, init_state, make_training
 
 
 def bench_config(attention: str, seq_len: int, layers: int = 4):
@@ -63,7 +65,7 @@ def config_for(spec: str, attention: str, seq_len: int, layers=None, overrides: 
 def compile_step(config):
     """`(compiled step, state, batch, compile seconds, memory bytes)` for one device."""
     model_cfg = validate(config)
-    mesh = sharding.make_mesh(sharding.MeshConfig.from_config(config.mesh), jax.devices()[:1])
+    mesh = sharding.make_mesh(sections.MeshConfig.from_config(config.mesh), jax.devices()[:1])
     t = make_training(config, model_cfg, mesh)
     b, n = config.data.batch_size, config.data.seq_len
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import ml_collections
 
 from infini_jax.config import override, preset
 from infini_jax.errors import check, check_choice, check_positive_ints, is_int
-from infini_jax.sharding import MeshConfig
+from infini_jax.parallel.sharding import MeshConfig
 
 TASKS = ("passkey", "niah", "ppl_by_position", "memory_stats")
 QUICK_GRID = {  # the retrieval tasks' "quick" preset: a few minutes on CPU for the tiny model

@@ -28,9 +28,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax import model, ops, sharding
-from infini_jax.model_config import ModelConfig
-from infini_jax.sharding import BATCH
+from infini_jax import model, ops
+from infini_jax.model.config import ModelConfig
+from infini_jax.parallel import sharding
+from infini_jax.parallel.sharding import BATCH
 
 
 @dataclasses.dataclass

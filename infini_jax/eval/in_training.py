@@ -6,7 +6,7 @@
       fields={"lengths": (256, 1024)},          # overrides of that eval config
   ))
 
-Each entry runs `evaluate.run_task` (the streaming engine) on the training state's parameters
+Each entry runs `eval.run.run_task` (the streaming engine) on the training state's parameters
 every `every_steps` steps and at the last step, on every process of the job (SPMD, on the
 training mesh), with no checkpoint written. `flatten` turns its summary into scalars that go
 into that step's metrics line (metrics.jsonl and TensorBoard) under `eval/<name>/`:
@@ -72,12 +72,12 @@ def schedule(config: ml_collections.ConfigDict) -> list[Scheduled]:
 def check_fits(scheduled: list[Scheduled], mesh, model_cfg) -> None:
     """Before the first step: each eval's batch splits over the training mesh, and its task
     suits the model."""
-    from infini_jax import evaluate
+    from infini_jax.eval import run
 
     for s in scheduled:
         try:
-            evaluate.check_batch(s.config, mesh)
-            evaluate.check_model(s.config, model_cfg)
+            run.check_batch(s.config, mesh)
+            run.check_model(s.config, model_cfg)
         except ConfigError as e:
             raise ConfigError(f"config.evals.{s.name}: {e}") from None
 
@@ -120,12 +120,12 @@ class InTraining:
 
     def run(self, step: int, params) -> dict:
         """Every evaluation due at `step` on `params`: their flattened results."""
-        from infini_jax import evaluate
+        from infini_jax.eval import run
 
         out: dict = {}
         for s in self.due(step):
             t0 = time.perf_counter()
-            _, summary = evaluate.run_task(s.config, self.model_cfg, params, self.tok, self.mesh)
+            _, summary = run.run_task(s.config, self.model_cfg, params, self.tok, self.mesh)
             out |= flatten(s.name, s.config.task, summary)
             out[f"eval/{s.name}/seconds"] = time.perf_counter() - t0
         return out

@@ -7,7 +7,7 @@ import numpy as np
 
 from infini_jax import ops, storage
 from infini_jax.eval import plots
-from infini_jax.model_config import ModelConfig
+from infini_jax.model.config import ModelConfig
 
 
 def gate_records(model_cfg: ModelConfig, params) -> list[dict]:

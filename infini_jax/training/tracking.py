@@ -8,7 +8,6 @@ attempt (bitwise the same) and not logged twice. Metric names are those of `metr
 per-layer list `name` is logged as `name/layer_i`, as in TensorBoard.
 """
 
-import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -20,61 +19,11 @@ from typing import Any
 import numpy as np
 
 from infini_jax import storage
-from infini_jax.errors import ConfigError, check
+from infini_jax.errors import check
+from infini_jax.sections import WandbConfig
 
-MODES = ("disabled", "offline", "online")
 RUN_FILE = "wandb_run.json"  # {"id": ...}: the W&B run this workdir continues
 PACKAGES = ("infini_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "wandb")
-
-
-@dataclasses.dataclass(frozen=True)
-class WandbConfig:
-    """`config.wandb`: see infini_jax/defaults.py for each field."""
-
-    mode: str = "disabled"
-    project: str = "infini_jax"
-    entity: str = ""
-    name: str = ""
-    group: str = ""
-    tags: tuple[str, ...] = ()
-    dir: str = ""
-
-    @classmethod
-    def from_config(cls, cfg) -> "WandbConfig":
-        tags = cfg.tags
-        check(
-            isinstance(tags, (tuple, list)) and all(isinstance(t, str) and t for t in tags),
-            f"config.wandb.tags={tags!r} must be a tuple of non-empty strings, e.g. "
-            "\"('baseline','seed0')\"",
-        )
-        out = cls(cfg.mode, cfg.project, cfg.entity, cfg.name, cfg.group, tuple(tags), cfg.dir)
-        out.check()
-        return out
-
-    def check(self) -> None:
-        check(
-            self.mode in MODES, f"config.wandb.mode={self.mode!r} must be one of {', '.join(MODES)}"
-        )
-        for name in ("project", "entity", "name", "group", "dir"):
-            value = getattr(self, name)
-            check(isinstance(value, str), f"config.wandb.{name}={value!r} must be a string")
-        check(bool(self.project), "config.wandb.project is empty; name a W&B project")
-        check(
-            self.mode == "disabled" or importlib.util.find_spec("wandb") is not None,
-            f"config.wandb.mode={self.mode!r} needs the wandb package: "
-            "pip install 'infini_jax[wandb]' (or --config.wandb.mode=disabled)",
-        )
-
-    def files_dir(self, workdir: str) -> str:
-        """Where W&B writes its files: `dir`, or the workdir; a gs:// workdir needs `dir`."""
-        if self.dir:
-            return self.dir
-        if storage.is_remote(workdir):
-            raise ConfigError(
-                f"config.wandb.mode={self.mode!r} with the gs:// workdir {workdir}: W&B writes "
-                "local files; set --config.wandb.dir to a local directory"
-            )
-        return workdir
 
 
 def saved_state(workdir: str) -> dict | None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infini_jax import storage
-from infini_jax.accelerators import datasheet_flops
+from infini_jax.parallel.accelerators import datasheet_flops
 
 
 def measured_matmul_flops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:

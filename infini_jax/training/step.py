@@ -13,8 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from infini_jax import model, ops, optim, sharding
-from infini_jax.model_config import ModelConfig
+from infini_jax import model, ops, sections
+from infini_jax.model.config import ModelConfig
+from infini_jax.parallel import sharding
+from infini_jax.training import optim
 
 
 class TrainState(NamedTuple):
@@ -166,7 +168,7 @@ class Training(NamedTuple):
 
 def make_training(config, model_cfg: ModelConfig, mesh) -> Training:
     """The optimizer, the state's shapes and shardings, and the jitted step of `config`."""
-    opt = optim.OptimizerConfig.from_config(config.optimizer)
+    opt = sections.OptimizerConfig.from_config(config.optimizer)
     tx, schedules = optim.make_optimizer(opt, config.total_steps)
     abstract = jax.eval_shape(lambda: init_state(model_cfg, tx, config.seed))
     axes = model.param_logical_axes(model_cfg)

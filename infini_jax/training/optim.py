@@ -14,41 +14,9 @@ from collections.abc import Callable
 import jax
 import optax
 
-from infini_jax.defaults import base_config
-from infini_jax.errors import Section, check, check_positive_ints, is_int, section
+from infini_jax.sections import OptimizerConfig
 
 GROUPS = ("decay", "no_decay", "balance")
-
-
-class _OptimizerMethods(Section):
-    PREFIX = "optimizer"
-
-    def check(self) -> None:
-        for name in (
-            "learning_rate",
-            "end_learning_rate",
-            "gate_learning_rate",
-            "weight_decay",
-            "gate_weight_decay",
-            "eps",
-        ):
-            value = getattr(self, name)
-            check(value >= 0, f"config.optimizer.{name}={value!r} must be >= 0")
-        check(
-            is_int(self.warmup_steps) and self.warmup_steps >= 0,
-            f"config.optimizer.warmup_steps={self.warmup_steps!r} must be an integer >= 0",
-        )
-        for name in ("b1", "b2"):
-            value = getattr(self, name)
-            check(0 <= value < 1, f"config.optimizer.{name}={value!r} must be in [0, 1)")
-        check(self.clip_norm > 0, f"config.optimizer.clip_norm={self.clip_norm!r} must be > 0")
-        check_positive_ints(
-            {"micro_batches": self.micro_batches, "max_nonfinite_steps": self.max_nonfinite_steps},
-            "optimizer.",
-        )
-
-
-OptimizerConfig = section("OptimizerConfig", _OptimizerMethods, base_config().optimizer)
 
 
 def schedule(peak: float, o: OptimizerConfig, total_steps: int) -> optax.Schedule:

@@ -15,7 +15,7 @@ Convention (PaLM, appendix B): matmul FLOPs only, 2 per multiply-add, backward =
 
 import math
 
-from infini_jax.model_config import ModelConfig
+from infini_jax.model.config import ModelConfig
 
 
 def param_count(model_cfg: ModelConfig) -> int:

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from infini_jax import ops
-from infini_jax.layers import Transformer
-from infini_jax.model_config import REMAT_POLICIES, ModelConfig
+from infini_jax.model.config import REMAT_POLICIES, ModelConfig
+from infini_jax.model.layers import Transformer
 
 Params = Any
 

@@ -2,9 +2,10 @@
 
 import json
 
-from infini_jax import goodput, storage
+from infini_jax import storage
 from infini_jax.eval import plots, tasks
 from infini_jax.eval.engine import Engine
+from infini_jax.training import goodput
 
 
 def _rows(workdir: str) -> list[dict]:

@@ -3,7 +3,7 @@
 Each setting is the config with `model.remat_policy` / `model.remat_layers`,
 `optimizer.micro_batches` and `data.batch_size` (= batch per shard × data × fsdp × slices)
 changed, compiled by `plan.plan` (the TPU compiler with `--topology`). Recomputed FLOPs are the
-model FLOPs (`infini_jax.flops`'s matmul convention) the backward pass spends redoing the
+model FLOPs (`infini_jax.model.flops`'s matmul convention) the backward pass spends redoing the
 forward under each policy (`POLICIES`). The best setting fits with headroom, has the most tokens
 per device, then the least recomputation, then the fewest micro-batches, then the lowest peak.
 
@@ -16,8 +16,8 @@ ends the search (a costlier policy can only recompute more for the same tokens).
 from collections.abc import Callable
 
 from infini_jax.config import validate
-from infini_jax.flops import forward_flops_per_token
-from infini_jax.plan import HEADROOM, plan
+from infini_jax.model.flops import forward_flops_per_token
+from infini_jax.planning.plan import HEADROOM, plan
 
 MICRO_BATCHES = (1, 2, 4)
 # (remat_policy, remat_layers, what the backward pass recomputes), cheapest first.

@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from infini_jax.errors import DataError
-from infini_jax.train_step import loss_sums
+from infini_jax.training.step import loss_sums
 
 LN2 = math.log(2.0)
 

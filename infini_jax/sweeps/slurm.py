@@ -15,7 +15,7 @@ import time
 
 from infini_jax import storage
 from infini_jax.errors import Error
-from infini_jax.sweep import ROOT_DIR, eval_commands, evaluate_run, finished, launch_command
+from infini_jax.sweeps.runs import ROOT_DIR, eval_commands, evaluate_run, finished, launch_command
 
 POLL_S = 2.0
 

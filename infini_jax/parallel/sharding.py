@@ -4,7 +4,7 @@ With `mesh.slices > 1` (TPU multi-slice) the data axis spans the slices: each sl
 data × fsdp × tensor block over its own ICI, and only the data-parallel gradient reduction
 crosses the slower data-center network (DCN) between them.
 
-Parameters carry logical axis names (see `infini_jax.layers`); `config.sharding_rules` maps
+Parameters carry logical axis names (see `infini_jax.model.layers`); `config.sharding_rules` maps
 them onto mesh axes. Optimizer-state leaves that mirror a parameter (Adam's moments) get that
 parameter's sharding; everything else (counters, scalars) is replicated. The batch is split over
 `data` × `fsdp`.
@@ -17,51 +17,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infini_jax.defaults import base_config
-from infini_jax.errors import ConfigError, Section, check, is_int, section
+from infini_jax.errors import ConfigError
+from infini_jax.sections import AXES, MeshConfig
 
-AXES = ("data", "fsdp", "tensor")
 BATCH = PartitionSpec(("data", "fsdp"))
-# The logical axes that parameters are annotated with in `infini_jax.layers`.
-LOGICAL_AXES = ("embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers")
-
-
-class _MeshMethods(Section):
-    """`config.mesh` (training and evaluation): the size of each mesh axis, one may be -1."""
-
-    PREFIX = "mesh"
-
-    def check(self) -> None:
-        sizes = [getattr(self, a) for a in AXES]
-        for axis, size in zip(AXES, sizes, strict=True):
-            check(
-                is_int(size) and (size > 0 or size == -1),
-                f"config.mesh.{axis}={size!r} must be a positive integer or -1 (the rest)",
-            )
-        check(sizes.count(-1) <= 1, "config.mesh: at most one of data, fsdp, tensor may be -1")
-        check(
-            is_int(self.slices) and self.slices > 0,
-            f"config.mesh.slices={self.slices!r} must be a positive integer (TPU slices)",
-        )
-
-
-MeshConfig = section("MeshConfig", _MeshMethods, base_config().mesh)
-
-
-def check_rules(sharding_rules) -> None:
-    """`config.sharding_rules`: (logical axis, mesh axes) pairs over the known axes."""
-    for rule in sharding_rules:
-        check(
-            len(rule) == 2 and rule[0] in LOGICAL_AXES,
-            f"config.sharding_rules entry {tuple(rule)!r} must be (logical axis, mesh axes) "
-            f"with a logical axis in {sorted(LOGICAL_AXES)}",
-        )
-        axes = rule[1] if isinstance(rule[1], tuple | list) else (rule[1],)
-        check(
-            all(a in (None, *AXES) for a in axes),
-            f"config.sharding_rules entry {tuple(rule)!r}: mesh axes must be data, fsdp, "
-            "tensor or None",
-        )
 
 
 def mesh_shape(mesh_cfg: MeshConfig, devices: int) -> tuple[int, int, int]:
@@ -93,8 +52,9 @@ def mesh_shape(mesh_cfg: MeshConfig, devices: int) -> tuple[int, int, int]:
 
 def make_mesh(mesh_cfg: MeshConfig, devices=None) -> Mesh:
     """The (data, fsdp, tensor) mesh of `devices` (default: all), `mesh.slices` slices along
-    data. Devices of a multi-slice TPU job (or `infini_jax.tpu.compile_devices`) carry their
-    `slice_index`; elsewhere (CPU tests, GPUs) consecutive blocks of devices stand for slices."""
+    data. Devices of a multi-slice TPU job (or `infini_jax.parallel.tpu.compile_devices`) carry
+    their `slice_index`; elsewhere (CPU tests, GPUs) consecutive blocks of devices stand for
+    slices."""
     devices = list(devices if devices is not None else jax.devices())
     found = {getattr(d, "slice_index", 0) for d in devices}
     if len(found) > 1 and len(found) != mesh_cfg.slices:

@@ -7,7 +7,7 @@ quiet on hosts that are not TPU VMs.
 
 Names count what Google counts: chips for v5e and v6e (`v5e-256` = 16×16 chips), TensorCores
 for v4 and v5p, two per chip (`v5p-8` = 2×2×1 = 4 chips). Memory per chip is the datasheet's
-(`infini_jax.accelerators`).
+(`infini_jax.parallel.accelerators`).
 """
 
 import dataclasses
@@ -16,8 +16,8 @@ import importlib.util
 import math
 import os
 
-from infini_jax.accelerators import BY_NAME
 from infini_jax.errors import ConfigError, Error
+from infini_jax.parallel.accelerators import BY_NAME
 
 INSTALL = 'pip install -e ".[tpu]"'
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips on a TPU VM's PCI bus (what JAX itself checks)
@@ -28,7 +28,9 @@ class Slice:
     """One Cloud TPU slice shape."""
 
     name: str  # what users type: "v5p-8", "v5e-256"
-    generation: str  # the accelerator's row in `infini_jax.accelerators`: v4, v5e, v5p, v6e
+    generation: (
+        str  # the accelerator's row in `infini_jax.parallel.accelerators`: v4, v5e, v5p, v6e
+    )
     topology: str  # the TPU compiler's topology string: "v5p:2x2x1"
     chips: int
 

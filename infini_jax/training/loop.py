@@ -1,7 +1,7 @@
 """The training step loop and its periodic work (called by `infini_jax.train`): metrics to
 metrics.jsonl, TensorBoard and W&B (with validation and in-training evals), checkpoints by
 step and by time, the non-finite guard, the profiler, a SIGTERM that saves and stops, and the
-clock of where the wall time went (`infini_jax.goodput`)."""
+clock of where the wall time went (`infini_jax.training.goodput`)."""
 
 import dataclasses
 import signal
@@ -15,18 +15,19 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from infini_jax import checkpoint, goodput, model, ops, storage, tracking, validation
+from infini_jax import model, ops, sections, storage
 from infini_jax.data import pipeline
 from infini_jax.data.config import DataConfig
 from infini_jax.data.tokenizer import Tokenizer
 from infini_jax.errors import Error
 from infini_jax.eval import in_training
-from infini_jax.flops import flops_per_token
-from infini_jax.metrics import Writer, peak_flops
-from infini_jax.model_config import ModelConfig
-from infini_jax.optim import OptimizerConfig
-from infini_jax.profiling import StepProfiler
-from infini_jax.train_step import TrainState
+from infini_jax.model.config import ModelConfig
+from infini_jax.model.flops import flops_per_token
+from infini_jax.training import checkpoint, goodput, tracking, validation
+from infini_jax.training.metrics import Writer, peak_flops
+from infini_jax.training.optim import OptimizerConfig
+from infini_jax.training.profiling import StepProfiler
+from infini_jax.training.step import TrainState
 
 
 class TrainingStopped(Error):
@@ -86,9 +87,9 @@ class Loop:
         self.flops_tok = flops_per_token(run.model_cfg, data_cfg.seq_len)
         self.peak, peak_source = peak_flops()
         n_params = model.count_params(training.abstract.params)
-        wandb_cfg = tracking.WandbConfig.from_config(cfg.wandb)
+        wandb_cfg = sections.WandbConfig.from_config(cfg.wandb)
         self.tracker = tracking.Tracker(
-            wandb_cfg if run.proc == 0 else tracking.WandbConfig(),  # process 0 logs
+            wandb_cfg if run.proc == 0 else sections.WandbConfig(),  # process 0 logs
             run.workdir,
             cfg.to_dict(),
             {

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from infini_jax.errors import ConvertError
-from infini_jax.model_config import ModelConfig
+from infini_jax.model.config import ModelConfig
 
 ROPE_TYPES = ("default", "llama3")
 SOURCE_DTYPES = ("float32", "bfloat16", "float16")

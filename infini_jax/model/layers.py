@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from infini_jax import ops
-from infini_jax.model_config import REMAT_POLICIES, ModelConfig
+from infini_jax.model.config import REMAT_POLICIES, ModelConfig
 
 partitioned = nn.with_logical_partitioning
 

@@ -1,0 +1,1 @@
+"""Interoperability: the Hugging Face Llama mapping (config fields and weight layout)."""

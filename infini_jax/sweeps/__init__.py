@@ -1,0 +1,1 @@
+"""Sweeps: a sweep file's runs and their commands, the SLURM launcher, and the summaries."""
