@@ -80,6 +80,14 @@ def _step_status(mngr: ocp.CheckpointManager, step: int, verify: bool) -> tuple[
     return ("intact (every array read)" if verify else "intact"), tree
 
 
+def _kind(mngr: ocp.CheckpointManager, step: int) -> str:
+    """", temporary" for a checkpoint off the step schedule (by time, or at a SIGTERM): the
+    next checkpoint replaces it (`training.checkpoint.Retention`)."""
+    config = checkpoint.saved_config(mngr, step)
+    on_schedule = step % config["checkpoint_every_steps"] == 0 or step == config["total_steps"]
+    return "" if on_schedule else ", temporary (by time or at a SIGTERM)"
+
+
 def params_table(tree: dict, detail: bool) -> list[str]:
     """Lines: the parameters by `plan` group (tensors, parameters, bytes, dtypes); with
     `detail`, every tensor's path, shape, dtype and bytes."""
@@ -126,7 +134,7 @@ def describe(
     trees = {}
     for s in steps:
         status, trees[s] = _step_status(mngr, s, verify)
-        lines.append(f"- {s}: {status}")
+        lines.append(f"- {s}: {status}{_kind(mngr, s) if trees[s] is not None else ''}")
     aside = storage.join(workdir, "corrupt_checkpoints")
     if storage.isdir(aside):
         lines.append(f"- set aside as unreadable: {sorted(storage.listdir(aside))} ({aside})")
@@ -159,7 +167,7 @@ def config_lines(config: dict, other: str) -> list[str]:
     path = storage.join(storage.absolute(other), "config.json")
     if not storage.exists(path):
         raise Error(f"{path} does not exist; --diff takes another training workdir")
-    theirs = _flat(storage.read_json(path))
+    theirs = _flat(checkpoint.with_defaults(storage.read_json(path)))
     differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
     if not differ:
         return [f"the same as {other}'s config"]

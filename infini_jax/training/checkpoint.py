@@ -126,6 +126,11 @@ def save(
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict:
     """The config saved with `step`, with base defaults for any field added since."""
     saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    return with_defaults(saved)
+
+
+def with_defaults(saved: dict) -> dict:
+    """A saved config (dict) with base defaults for every field added since it was saved."""
     return _merge(base_config().to_dict(), saved)
 
 
