@@ -23,6 +23,13 @@ AXES = ("data", "fsdp", "tensor")
 LOGICAL_AXES = ("embed", "vocab", "mlp", "heads", "kv_heads", "head_dim", "layers")
 
 
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # in sys.modules as None: blocked
+        return False
+
+
 class _MeshMethods(Section):
     """`config.mesh` (training and evaluation): the size of each mesh axis, one may be -1."""
 
@@ -128,7 +135,7 @@ class WandbConfig:
             check(isinstance(value, str), f"config.wandb.{name}={value!r} must be a string")
         check(bool(self.project), "config.wandb.project is empty; name a W&B project")
         check(
-            self.mode == "disabled" or importlib.util.find_spec("wandb") is not None,
+            self.mode == "disabled" or _installed("wandb"),
             f"config.wandb.mode={self.mode!r} needs the wandb package: "
             "pip install 'infini_jax[wandb]' (or --config.wandb.mode=disabled)",
         )

@@ -81,7 +81,7 @@ def _step_status(mngr: ocp.CheckpointManager, step: int, verify: bool) -> tuple[
 
 
 def _kind(mngr: ocp.CheckpointManager, step: int) -> str:
-    """", temporary" for a checkpoint off the step schedule (by time, or at a SIGTERM): the
+    """ ", temporary" for a checkpoint off the step schedule (by time, or at a SIGTERM): the
     next checkpoint replaces it (`training.checkpoint.Retention`)."""
     config = checkpoint.saved_config(mngr, step)
     on_schedule = step % config["checkpoint_every_steps"] == 0 or step == config["total_steps"]

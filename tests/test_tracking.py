@@ -4,6 +4,7 @@ checkpoints by time."""
 import json
 import os
 import signal
+import sys
 import types
 
 import pytest
@@ -151,6 +152,17 @@ def test_bad_tracking_and_checkpoint_fields_are_one_line(field, value, message):
     section, _, name = field.rpartition(".")
     (config[section] if section else config)[name] = value
     with pytest.raises(ConfigError, match=message):
+        validate(config)
+
+
+def test_wandb_without_the_package_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    config = load_config(config_path("tiny.py"))
+    validate(config)  # disabled: not needed
+    config.wandb.mode = "offline"
+    with pytest.raises(
+        ConfigError, match=r"needs the wandb package: pip install 'infini_jax\[wandb\]'"
+    ):
         validate(config)
 
 

@@ -143,3 +143,16 @@ def test_source_names_and_weights_are_checked():
         bad.data[field] = value
         with pytest.raises(ConfigError, match=message):
             validate(bad)
+
+
+def test_sweep_summaries_carry_every_validation_column(tmp_path):
+    from infini_jax.sweeps.summary import _metrics
+
+    rows = [
+        {"step": 2, "loss": 1.0, "val_loss": 2.0, "val/a/bpb": 1.5, "val/macro/loss": 2.1},
+        {"step": 3, "loss": 0.9},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    last, curve = _metrics(str(tmp_path))
+    assert last["val/a/bpb"] == 1.5 and last["val/macro/loss"] == 2.1 and last["val_loss"] == 2.0
+    assert last["loss"] == 0.9 and curve == [(2, 1.0), (3, 0.9)]
