@@ -12,12 +12,14 @@ then train one run, or a sweep (configs/sweeps/study_*.py):
   python -m infini_jax.train --config=configs/study.py --workdir=/tmp/study_run
   python -m infini_jax.sweep --sweep=configs/sweeps/study_a.py --workdir=/tmp/study_a
 
-Presets: "" (infini), "local", "full" (the baselines: same parameters, data and steps).
+Presets: "" (infini), "gated" (the gated delta rule's memory, table m), "local", "full" (the
+baselines: same parameters, data and steps).
 """
 
 import os
 
 from infini_jax.config import load_preset, preset
+from infini_jax.defaults import GATED_DELTA
 
 # Where `corpora kjv --vocab_size=1024` wrote the data; override data.source / data.tokenizer
 # to read it elsewhere.
@@ -25,6 +27,7 @@ DATA = os.path.expanduser("~/.cache/infini_jax/study/kjv")
 
 PRESETS = {
     "": {},
+    "gated": GATED_DELTA,  # table m's best arm
     "local": {"model.attention": "local"},
     "full": {"model.attention": "full"},
 }

@@ -2,8 +2,8 @@ r"""A tiny Infini-attention LLaMA that trains on 2 CPU cores in minutes (the bui
 
 525K parameters (the base config's shape: 2 layers, d_model 128, 4 heads, 2 kv heads), trained
 on passkey documents with 2-digit keys, one per row: 192–256 tokens = 3–4 segments of 64.
-Retrieval through the memory appears after ~1,500 steps. Presets: "" (infini), "local" or
-"full" (the baselines, trained the same way).
+Retrieval through the memory appears after ~1,500 steps. Presets: "" (infini), "gated" (infini
+with the gated delta rule's memory), "local" or "full" (the baselines, trained the same way).
 
   python -m infini_jax.train --config=configs/tiny.py --workdir=/tmp/tiny
 """
@@ -11,9 +11,11 @@ Retrieval through the memory appears after ~1,500 steps. Presets: "" (infini), "
 import ml_collections
 
 from infini_jax.config import base_config, preset
+from infini_jax.defaults import GATED_DELTA
 
 PRESETS = {
     "": {},
+    "gated": GATED_DELTA,  # the gated delta rule's memory (docs/study.md, table m)
     "local": {"model.attention": "local"},
     "full": {"model.attention": "full"},
 }

@@ -5,6 +5,16 @@ take their fields from here, and docs/config.md's tables are generated from thes
 
 import ml_collections
 
+# The gated delta rule (docs/study.md, table m): the exact delta rule over each segment, L2
+# keys and queries, a write strength per token and a data-dependent decay per segment. The
+# presets named "gated" (configs/tiny.py, study.py, llama_300m_infini.py) apply these fields.
+GATED_DELTA = {
+    "model.memory_update": "exact_delta",
+    "model.memory_features": "l2",
+    "model.write_strength": True,
+    "model.decay": "data",
+}
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Every field, with its default and a comment saying what it means."""

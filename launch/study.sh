@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The CPU study of docs/study.md, end to end: the data, the sweeps, every table and plot.
 #
-#   launch/study.sh [--dry-run] [ROOT=/tmp/study] [TABLES...]   TABLES: a c e b memory
+#   launch/study.sh [--dry-run|--tables-only] [ROOT=/tmp/study] [TABLES...]
+#   TABLES: a c e b memory
 #   (default: a c); b is its three parts b_init b_lr b_form, each also a table of its own;
 #   memory is the memory options' sweep and its long-training part (memory_long).
 #
 # Re-running skips what is done (finished runs and evaluations). The tables and plots land in
 # ROOT/table_*.{md,csv,png} and are copied to docs/results/study/. --dry-run prints the
-# training and evaluation commands instead.
+# training and evaluation commands instead; --tables-only writes the tables of what has landed
+# so far (while a sweep is still running on the root, say), training and evaluating nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launcher=local
 if [ "${1:-}" = --dry-run ]; then
   launcher=print
+  shift
+elif [ "${1:-}" = --tables-only ]; then
+  launcher=none
   shift
 fi
 root=${1:-/tmp/study}
@@ -29,19 +34,25 @@ done
 data=~/.cache/infini_jax/study/kjv
 if [ $launcher = print ]; then
   echo "python -m infini_jax.data.corpora kjv --output=$data --vocab_size=1024"
-elif [ ! -f "$data/shards/manifest.json" ]; then
+elif [ $launcher = local ] && [ ! -f "$data/shards/manifest.json" ]; then
   python -m infini_jax.data.corpora kjv --output="$data" --vocab_size=1024
 fi
 for t in "${tables[@]}"; do
+  [ $launcher = none ] && break
   python -m infini_jax.sweep --sweep="configs/sweeps/study_$t.py" --workdir="$root" \
     --launcher=$launcher
 done
-[ $launcher = local ] || exit 0
+[ $launcher = print ] && exit 0
 summarize() {  # TABLE OUTPUT [summarize flags]
   local t=$1 out=$2
   shift 2
-  python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
-    --output="$out" "$@" >/dev/null
+  if [ $launcher = none ]; then  # a table with no runs yet is left out
+    python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
+      --output="$out" "$@" >/dev/null 2>&1 || echo "$out: no runs of study_$t.py yet"
+  else
+    python -m infini_jax.sweep summarize "$root" --sweep="configs/sweeps/study_$t.py" \
+      --output="$out" "$@" >/dev/null
+  fi
 }
 beyond_and_back() {  # TABLE COLUMNS BACK_COLUMNS: passkey beyond the question's segment by
   # length (table_T), and by segments back (table_T_back), grouped over seeds

@@ -16,6 +16,8 @@ bound (seed 0), then one seed of each other arm, then the rest. The longer train
 from study_common import EVALS as COMMON_EVALS
 from study_common import PASSKEY, SEEDS
 
+from infini_jax.defaults import GATED_DELTA
+
 # The study's evaluations, and passkey at 64× the training length (16,384 tokens = 256
 # segments, 40 samples: under a minute per run on CPU, so every arm gets it, not only the
 # best two).
@@ -28,6 +30,7 @@ EXACT = {"model.memory_update": "exact_delta"}
 L2 = {**EXACT, "model.memory_features": "l2"}
 BETA = {**L2, "model.write_strength": True}
 GATED = {**BETA, "model.decay": "data"}  # the full gated delta rule, α once per segment
+assert GATED == GATED_DELTA  # the presets named "gated" are this arm
 ARMS = [
     GATED,
     L2,

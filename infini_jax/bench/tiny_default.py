@@ -24,6 +24,7 @@ from absl import flags
 
 from infini_jax import cli, storage
 from infini_jax.config import load_config
+from infini_jax.errors import ConfigError
 from infini_jax.eval.tasks import accuracy
 
 RUNS = {"infini": "configs/tiny.py", "local": "configs/tiny.py:local"}
@@ -134,18 +135,21 @@ def _train(spec: str, workdir: str, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(workdir: str, seeds=SEEDS) -> dict:
+def measure(workdir: str, seeds=SEEDS, infini: str = RUNS["infini"]) -> dict:
     """Trains both runs of every seed under `workdir/seed=S/` (or reuses them) and gathers
-    the table's figures per seed."""
+    the table's figures per seed; `infini` is the infini run's config (e.g. a preset)."""
     out: dict = {"runs": {}, "seeds": {}}
+    runs = {**RUNS, "infini": infini}
     for seed in seeds:
-        out["seeds"][str(seed)] = _measure_seed(storage.join(workdir, f"seed={seed}"), seed, out)
+        out["seeds"][str(seed)] = _measure_seed(
+            storage.join(workdir, f"seed={seed}"), seed, out, runs
+        )
     return out
 
 
-def _measure_seed(workdir: str, seed: int, out: dict) -> dict:
+def _measure_seed(workdir: str, seed: int, out: dict, runs: dict[str, str]) -> dict:
     figures_: dict = {}
-    for name, spec in RUNS.items():
+    for name, spec in runs.items():
         run_dir = storage.join(workdir, name)
         wall = _train(spec, run_dir, seed)
         config = json.loads(storage.read_text(storage.join(run_dir, "config.json")))
@@ -175,14 +179,20 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("workdir", None, "Where the two runs train (reused when finished).")
     flags.DEFINE_string("output", None, "The results JSON (docs/results/tiny_default.json).")
     flags.DEFINE_list("seeds", [str(s) for s in SEEDS], "config.seed of each pair of runs.")
+    flags.DEFINE_string("infini", RUNS["infini"], "The infini run's config[:preset].")
 
     def run(_):
         f = flags.FLAGS
         cli.require("workdir", "output")
-        results = measure(f.workdir, [int(x) for x in f.seeds])
+        if not all(x.isdigit() for x in f.seeds):
+            raise ConfigError(f"--seeds={','.join(f.seeds)} must be integers >= 0, e.g. 0,1,2")
+        load_config(f.infini)  # a bad spec: one line, before any training
+        results = measure(f.workdir, [int(x) for x in f.seeds], f.infini)
+        infini = "" if f.infini == RUNS["infini"] else f" --infini={f.infini}"
         results = {
             "command": "python -m infini_jax.bench.tiny_default "
-            f"--workdir={f.workdir} --output={f.output} --seeds={','.join(f.seeds)}",
+            f"--workdir={f.workdir} --output={f.output} --seeds={','.join(f.seeds)}{infini}",
+            "infini_config": f.infini,
             "commit": commit(),
             "date": datetime.date.today().isoformat(),
             **results,
