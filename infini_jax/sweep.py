@@ -22,11 +22,13 @@ total_steps) and evaluations (their summary.json exists), and resumes unfinished
 
 Launchers: `local` runs them one after another here; `print` prints the commands; `slurm`
 submits every unfinished run at once with `sbatch [--sbatch=OPTIONS] launch/slurm/train.sbatch`
-(they run side by side where the cluster has room), waits for the jobs, then runs each
-finished run's evaluations here (`infini_jax/sweeps/slurm.py`; `--nowait` submits and exits: run
-the same command again to collect); `tpu` runs each on the whole TPU VM pod through
-`launch/tpu.sh run`. `--dry_run` prints what slurm / tpu would submit. After tpu jobs finish,
-run the sweep again with `--launcher=local` to evaluate them.
+(they run side by side where the cluster has room) and each missing evaluation as its own job
+`sbatch [--sbatch_eval=OPTIONS] launch/slurm/evaluate.sbatch` that starts after its run's
+training job completes (and is cancelled if it fails), waits for every job and reports
+(`infini_jax/sweeps/slurm.py`; `--nowait` submits and exits: run the same command again to
+collect); `tpu` runs each on the whole TPU VM pod through `launch/tpu.sh run`. `--dry_run`
+prints what slurm / tpu would submit. After tpu jobs finish, run the sweep again with
+`--launcher=local` to evaluate them.
 """
 
 import json
@@ -58,8 +60,10 @@ def run_sweep(
     dry_run: bool = False,
     sbatch_args: str = "",
     wait: bool = True,
+    eval_sbatch_args: str = "",
 ) -> int:
-    """Launches every unfinished run; returns the number of runs that failed."""
+    """Launches every unfinished run (and, with slurm, every missing evaluation as its own
+    job); returns the number of runs that failed."""
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher={launcher} is not one of {LAUNCHERS}")
     # Every run is expanded and validated before the first one starts.
@@ -67,11 +71,18 @@ def run_sweep(
     if launcher == "slurm" and not dry_run:
         from infini_jax.sweeps.slurm import run_on_slurm
 
-        return run_on_slurm(runs, sbatch_args, wait)
+        return run_on_slurm(runs, sbatch_args, wait, eval_sbatch_args)
     failed = []
     for i, run in enumerate(runs, 1):
         cmd = launch_command(run, launcher, sbatch_args)
         evals = eval_commands(run)
+        if launcher == "slurm":  # each after the training job (its id is known at submission)
+            from infini_jax.sweeps.slurm import eval_command
+
+            evals = [
+                eval_command(run, args, name, "TRAINING_JOB", eval_sbatch_args)
+                for name, args in run["evals"]
+            ]
         if launcher == "print" or dry_run:
             print("\n".join(shlex.join(c) for c in [cmd, *evals]))
             continue
@@ -108,8 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("workdir", None, "Root directory: one subdirectory per run.")
     flags.DEFINE_enum("launcher", "local", LAUNCHERS, "Where the runs go.")
     flags.DEFINE_bool("dry_run", False, "Print the commands instead of running/submitting.")
-    flags.DEFINE_string("sbatch", "", "slurm: extra sbatch options, e.g. '--nodes=2'.")
-    flags.DEFINE_bool("wait", True, "slurm: wait for the jobs, then evaluate (else re-run).")
+    flags.DEFINE_string("sbatch", "", "slurm: extra sbatch options of the training jobs.")
+    flags.DEFINE_string(
+        "sbatch_eval", "", "slurm: extra sbatch options of the evaluation jobs (one task each)."
+    )
+    flags.DEFINE_bool("wait", True, "slurm: wait for the jobs and report (else re-run later).")
     flags.DEFINE_string("metric", "loss", "summarize: the metric to plot.")
     flags.DEFINE_string("field", None, "summarize: the swept field on the x axis.")
     flags.DEFINE_string("group", "", "summarize: average runs differing only in this field.")
@@ -130,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         if len(args) > 1:
             raise ConfigError(f"unknown command {args[1]!r}; the only command is 'summarize'")
         cli.require("sweep", "workdir")
-        failed = run_sweep(f.sweep, f.workdir, f.launcher, f.dry_run, f.sbatch, f.wait)
+        failed = run_sweep(
+            f.sweep, f.workdir, f.launcher, f.dry_run, f.sbatch, f.wait, f.sbatch_eval
+        )
         return 1 if failed else 0
 
     cli.run(run, argv)

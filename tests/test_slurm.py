@@ -201,9 +201,11 @@ def test_preemption_requeue_and_a_killed_task_all_resume_bitwise(cluster, uninte
 def test_a_sweep_runs_on_the_cluster_is_evaluated_summarised_and_skipped_when_done(
     cluster, tmp_path
 ):
-    """Three runs, one node each: two train side by side, one diverges (its job fails). The
-    sweep waits for them, evaluates the finished ones here, names the failed one's job and
-    log; summarize tables them; a re-run skips what is done."""
+    """Three runs, one node each: two train side by side, one diverges (its job fails). Each
+    run's evaluation is a cluster job that waits for its training job: it runs after a
+    training that completed, and is cancelled, never run, after one that failed. The sweep
+    only submits and waits (no evaluation on this host), names the failed run's job and log;
+    summarize tables them; a re-run skips what is done."""
 
     def sweep_cli(*a):
         env = dict(cluster.env, CPU_DEVICES="1", PYTHON=sys.executable, JAX_PLATFORMS="cpu")
@@ -225,7 +227,7 @@ def test_a_sweep_runs_on_the_cluster_is_evaluated_summarised_and_skipped_when_do
     )
     root = tmp_path / "root"
     args = [f"--sweep={sweep}", f"--workdir={root}", "--launcher=slurm"]
-    args += ["--sbatch=--nodes=1 " + " ".join(CPU_NODE)]
+    args += ["--sbatch=--nodes=1 " + " ".join(CPU_NODE), "--sbatch_eval=" + " ".join(CPU_NODE)]
     r = sweep_cli(*args)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     runs = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -235,8 +237,19 @@ def test_a_sweep_runs_on_the_cluster_is_evaluated_summarised_and_skipped_when_do
     log_path = root / bad / f"slurm-{jobs[bad]}.out"
     assert f"job {jobs[bad]} ended before total_steps; see {log_path}" in r.stdout, r.stdout
     assert "non-finite steps in a row" in log_path.read_text()
-    for n in good:
+    evals = {
+        n: json.loads((root / n / "sweep_run.json").read_text())["eval_jobs"]["ppl"] for n in runs
+    }
+    for n in good:  # evaluated on the cluster, once its training job had completed
         assert (root / n / "ppl" / "summary.json").exists()
+        train, ev = cluster.job(jobs[n]), cluster.job(evals[n])
+        assert ev["JobState"] == "COMPLETED" and ev["StartTime"] >= train["EndTime"], (train, ev)
+        assert f"evaluation ppl done (job {evals[n]})" in r.stdout
+    cancelled = cluster.job(evals[bad])  # its training failed: cancelled, never started
+    assert cancelled["JobState"] == "CANCELLED", cancelled
+    assert cancelled.get("RunTime") == "00:00:00" and not (root / bad / "ppl").exists()
+    assert f"evaluation ppl (job {evals[bad]}) not run" in r.stdout
+    assert ": evaluate ppl" not in r.stdout  # nothing evaluated on the submitting host
     # Side by side: each good job started before the other ended.
     times = {n: cluster.job(jobs[n]) for n in good}
     assert all(times[a]["StartTime"] < times[b]["EndTime"] for a in good for b in good)
@@ -248,4 +261,5 @@ def test_a_sweep_runs_on_the_cluster_is_evaluated_summarised_and_skipped_when_do
     # A re-run skips the finished runs and their evaluations; the failed one is resubmitted.
     again = sweep_cli(*args, "--nowait")
     assert again.stdout.count("finished, skipped") == 2, again.stdout
-    assert ": evaluate ppl" not in again.stdout and "submitted 1 job(s)" in again.stdout
+    assert "evaluation ppl" not in again.stdout.replace(f"{bad}: evaluation ppl", "")
+    assert "submitted 2 job(s)" in again.stdout  # the failed run's training and evaluation

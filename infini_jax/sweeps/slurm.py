@@ -1,21 +1,27 @@
-"""`sweep --launcher=slurm`: submit every unfinished run, wait for the jobs, evaluate.
+"""`sweep --launcher=slurm`: every run's training and its evaluations as cluster jobs.
 
-Each run is one `sbatch launch/slurm/train.sbatch` job whose id goes into the run's
-`sweep_run.json`; all are submitted before any is waited for, so they run side by side where
-the cluster has room. Then the sweep polls `squeue` until none is queued or running, and runs
-each finished run's evaluations on this host. A run whose job ended before `total_steps` is
-reported with its job id and log. Re-running the sweep skips finished runs and evaluations,
-and waits for (does not resubmit) a run whose recorded job is still queued or running.
+Each unfinished run is one `sbatch launch/slurm/train.sbatch` job; each of its evaluations
+without a summary.json is one `sbatch launch/slurm/evaluate.sbatch` job that depends on it
+(`--dependency=afterok:<training job> --kill-on-invalid-dep=yes`): it starts once training
+completed, and SLURM cancels it, unrun, if training fails. A finished run's missing
+evaluations are submitted with no dependency. Everything is submitted before anything is
+waited for, so jobs run side by side where the cluster has room; the job ids go into each
+run's `sweep_run.json` (`job`, `eval_jobs`). The submitting host only submits, polls `squeue`
+until none of the jobs is queued or running, and reports: a run whose training ended before
+`total_steps` (its job id and log), an evaluation that did not write its summary. Re-running
+the sweep skips finished runs and evaluations, and waits for (does not resubmit) a job that is
+still queued or running.
 """
 
 import json
+import os
 import shlex
 import subprocess
 import time
 
 from infini_jax import storage
 from infini_jax.errors import Error
-from infini_jax.sweeps.runs import ROOT_DIR, eval_commands, evaluate_run, finished, launch_command
+from infini_jax.sweeps.runs import ROOT_DIR, finished, launch_command
 
 POLL_S = 2.0
 
@@ -45,50 +51,105 @@ def _meta(run: dict) -> tuple[str, dict]:
     return path, old
 
 
-def _submit(run: dict, tag: str, sbatch_args: str) -> int | None:
-    """sbatch of one run; its job id (recorded in sweep_run.json), or None if sbatch failed."""
-    storage.makedirs(run["workdir"])
-    cmd = launch_command(run, "slurm", sbatch_args)
+def _sbatch(cmd: list[str], what: str, tag: str) -> int | None:
+    """Runs `cmd` (an sbatch --parsable line); the job id, or None (printed) if it failed."""
     try:
         r = subprocess.run(cmd, cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
         raise Error("sbatch is not on PATH: run the sweep on a SLURM login node") from None
     if r.returncode:
-        print(f"{tag} {run['name']}: sbatch failed: {' '.join(r.stderr.split())}", flush=True)
+        print(f"{tag} {what}: sbatch failed: {' '.join(r.stderr.split())}", flush=True)
         return None
     job = int(r.stdout.strip().split(";")[0])
-    path, old = _meta(run)
-    meta = {"name": run["name"], "overrides": run["overrides"], "command": cmd, "job": job}
-    meta["seconds"] = old.get("seconds", 0.0)
-    storage.write_text(path, json.dumps(meta))
-    print(f"{tag} {run['name']}: job {job}: {shlex.join(cmd)}", flush=True)
+    print(f"{tag} {what}: job {job}: {shlex.join(cmd)}", flush=True)
     return job
 
 
-def run_on_slurm(runs: list[dict], sbatch_args: str, wait: bool) -> int:
-    """Submits, waits and evaluates (see the module docstring); the number of failed runs."""
+def _submit(run: dict, tag: str, sbatch_args: str) -> int | None:
+    """sbatch of one run's training; its job id (recorded in sweep_run.json), or None."""
+    storage.makedirs(run["workdir"])
+    cmd = launch_command(run, "slurm", sbatch_args)
+    job = _sbatch(cmd, run["name"], tag)
+    if job is None:
+        return None
+    path, old = _meta(run)
+    meta = {"name": run["name"], "overrides": run["overrides"], "command": cmd, "job": job}
+    meta["seconds"] = old.get("seconds", 0.0)
+    meta["eval_jobs"] = old.get("eval_jobs", {})
+    storage.write_text(path, json.dumps(meta))
+    return job
+
+
+def eval_command(run: dict, args: list[str], name: str, after: int | None, sbatch_args: str):
+    """The sbatch line of one evaluation of `run` (after training job `after`, if any)."""
+    depends = [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"] if after else []
+    return [
+        "sbatch",
+        "--parsable",
+        f"--job-name={run['name']}:{name}",
+        f"--output={storage.join(run['workdir'], 'slurm-%j.out')}",
+        *depends,
+        *shlex.split(sbatch_args),
+        os.path.join(ROOT_DIR, "launch", "slurm", "evaluate.sbatch"),
+        *args,
+    ]
+
+
+def _submit_evals(run: dict, after: int | None, tag: str, sbatch_args: str) -> dict[str, int]:
+    """sbatch of each evaluation of `run` with no summary.json and no job still queued or
+    running; {eval name: job} of those now pending, recorded in sweep_run.json."""
+    path, meta = _meta(run)
+    jobs = dict(meta.get("eval_jobs", {}))
+    pending = {}
+    for name, args in run["evals"]:
+        if storage.exists(storage.join(run["workdir"], name, "summary.json")):
+            continue
+        job = jobs.get(name)
+        if job and job_state(job):
+            print(f"{tag} {run['name']}: evaluation {name}: job {job} is {job_state(job)}")
+        else:
+            job = _sbatch(
+                eval_command(run, args, name, after, sbatch_args),
+                f"{run['name']}: evaluation {name}",
+                tag,
+            )
+        if job is not None:
+            jobs[name] = pending[name] = job
+    meta["eval_jobs"] = jobs
+    storage.write_text(path, json.dumps({"name": run["name"], **meta}))
+    return pending
+
+
+def run_on_slurm(runs: list[dict], sbatch_args: str, wait: bool, eval_sbatch_args: str = "") -> int:
+    """Submits every job, waits and reports (see the module docstring); the number of runs
+    that failed (training, or an evaluation)."""
     jobs: dict[str, int] = {}
+    evals: dict[str, dict[str, int]] = {}
     failed: list[str] = []
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}]"
+        job = None
         if finished(run):
             print(f"{tag} {run['name']}: finished, skipped")
-            continue
-        job = _meta(run)[1].get("job")
-        state = job_state(job) if job else ""
-        if state:
-            print(f"{tag} {run['name']}: job {job} is {state}; not resubmitted")
         else:
-            job = _submit(run, tag, sbatch_args)
-        if job is None:
-            failed.append(run["name"])
-        else:
+            job = _meta(run)[1].get("job")
+            state = job_state(job) if job else ""
+            if state:
+                print(f"{tag} {run['name']}: job {job} is {state}; not resubmitted")
+            else:
+                job = _submit(run, tag, sbatch_args)
+            if job is None:
+                failed.append(run["name"])
+                continue
             jobs[run["name"]] = job
+        evals[run["name"]] = _submit_evals(run, job, tag, eval_sbatch_args)
     if not wait:
-        print(f"submitted {len(jobs)} job(s); run this command again to collect and evaluate")
+        n = len(jobs) + sum(map(len, evals.values()))
+        print(f"submitted {n} job(s); run this command again to collect")
         return len(failed)
     start = time.perf_counter()
-    while any(job_state(j) for j in jobs.values()):
+    every = [*jobs.values(), *(j for e in evals.values() for j in e.values())]
+    while any(job_state(j) for j in every):
         time.sleep(POLL_S)
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}]"
@@ -97,17 +158,21 @@ def run_on_slurm(runs: list[dict], sbatch_args: str, wait: bool) -> int:
         if not finished(run):
             job = jobs.get(run["name"])
             print(f"{tag} {run['name']}: job {job} ended before total_steps; see {_log(run, job)}")
+            for name, eval_job in evals.get(run["name"], {}).items():
+                print(f"{tag} {run['name']}: evaluation {name} (job {eval_job}) not run")
             failed.append(run["name"])
             continue
-        t0 = time.perf_counter()
-        if not evaluate_run(run, eval_commands(run), tag):
-            failed.append(run["name"])
-        path, meta = _meta(run)
-        spent = (
-            time.perf_counter() - t0 + (time.perf_counter() - start if run["name"] in jobs else 0)
-        )
-        meta["seconds"] = meta.get("seconds", 0.0) + spent
-        storage.write_text(path, json.dumps(meta))
+        for name, eval_job in evals.get(run["name"], {}).items():
+            if storage.exists(storage.join(run["workdir"], name, "summary.json")):
+                print(f"{tag} {run['name']}: evaluation {name} done (job {eval_job})")
+            else:
+                print(f"{tag} {run['name']}: evaluation {name} failed; see {_log(run, eval_job)}")
+                failed.append(run["name"])
+        if run["name"] in jobs or evals.get(run["name"]):
+            path, meta = _meta(run)
+            meta["seconds"] = meta.get("seconds", 0.0) + time.perf_counter() - start
+            storage.write_text(path, json.dumps(meta))
+    failed = list(dict.fromkeys(failed))
     if failed:
         print(f"{len(failed)} of {len(runs)} runs failed or stopped early: {', '.join(failed)}")
     return len(failed)
