@@ -8,6 +8,7 @@ loaded, a missing required flag or any `infini_jax.errors.Error` is one line, be
 compile: `config error: ...` for config fields, `error: ...` for the rest.
 """
 
+import contextlib
 import logging as std_logging
 import os
 import re
@@ -75,6 +76,43 @@ def require(*names: str) -> None:
     for name in names:
         if flags.FLAGS[name].value in (None, ""):
             raise Error(f"--{name} is required (see --help)")
+
+
+def int_list(values: list[str], flag: str, minimum: int = 1) -> list[int]:
+    """A comma-separated list flag as integers >= `minimum`; an `Error` naming the flag."""
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        out = []
+    if not out or min(out) < minimum:
+        raise Error(f"--{flag}={','.join(values)} must be comma-separated integers >= {minimum}")
+    return out
+
+
+def writable(path: str, flag: str, directory: bool = True) -> None:
+    """Before any work: `path` (an output directory, or with `directory=False` a file) can be
+    written. A probe file is written and removed in it (its directory); directories created
+    for the probe are removed again, so a later failure leaves nothing behind. An `Error`
+    naming the flag otherwise."""
+    from infini_jax import storage
+
+    where = storage.absolute(path if directory else storage.dirname(storage.absolute(path)))
+    created, parent = [], where
+    while not storage.is_remote(parent) and not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    try:
+        storage.makedirs(where)
+        probe = storage.join(where, f".write_test_{os.getpid()}")
+        storage.write_text(probe, "ok")
+        storage.remove(probe)
+    except OSError as e:
+        reason = e.strerror or " ".join(str(e).split())[:200]
+        raise Error(f"--{flag}={path} cannot be written ({reason}); choose another") from None
+    finally:
+        for d in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 class _MessageOnly(std_logging.Filter):

@@ -264,8 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "to_hf: WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("output", None, "from_hf: the new workdir; to_hf: the new HF directory.")
     flags.DEFINE_enum("attention", "full", ("full", "local", "infini"), "from_hf: attention.")
-    flags.DEFINE_integer("segment_len", 2048, "from_hf: model.segment_len (local, infini).")
-    flags.DEFINE_integer("seq_len", None, "from_hf: data.seq_len (default: segment_len).")
+    flags.DEFINE_integer(
+        "segment_len", 2048, "from_hf: model.segment_len (local, infini).", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "seq_len", None, "from_hf: data.seq_len (default: segment_len).", lower_bound=1
+    )
     flags.DEFINE_float("balance_init", None, "from_hf: model.balance_init (infini).")
     flags.DEFINE_enum("gate", None, GATES, "from_hf: model.gate (infini; default the base's).")
     flags.DEFINE_enum("dtype", "float32", hf.SOURCE_DTYPES, "to_hf: dtype of the tensors.")
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         command = args[1:]
         if command == ["from_hf"]:
             cli.require("hf", "output")
+            cli.writable(f.output, "output")
             config = from_hf(
                 f.hf, f.output, f.attention, f.segment_len, f.seq_len, f.balance_init, f.gate
             )
@@ -284,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote {f.output}: {n / 1e6:.1f}M parameters, attention={f.attention}")
         elif command == ["to_hf"]:
             cli.require("checkpoint", "output")
+            cli.writable(f.output, "output")
             warning = to_hf(f.checkpoint, f.output, f.dtype)
             if warning:
                 print(warning, file=sys.stderr)

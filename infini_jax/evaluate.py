@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(_):
         cli.require("config", "checkpoint", "output")
+        cli.writable(flags.FLAGS.output, "output")  # before any checkpoint loads
         cli.start_job()
         evaluate(flags.FLAGS.config, flags.FLAGS.checkpoint, flags.FLAGS.output)
 

@@ -105,15 +105,19 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("prompt", "", "Prompt text.")
     flags.DEFINE_string("prompt_file", None, "Read the prompt from this file.")
-    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
-    flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-    flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (1 = off).")
+    flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.", lower_bound=1)
+    flags.DEFINE_float("temperature", 0.0, "0 = greedy.", lower_bound=0.0)
+    flags.DEFINE_float(
+        "top_p", 1.0, "Nucleus sampling mass in (0, 1] (1 = off).", lower_bound=0.0, upper_bound=1.0
+    )
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
     flags.DEFINE_bool("add_bos", False, "Start the prompt with BOS (imported Llama models).")
 
     def run(_):
         f = flags.FLAGS
         cli.require("checkpoint")
+        if f.top_p == 0:
+            raise Error("--top_p=0 keeps no token: use a mass in (0, 1], or --temperature=0")
         config, _, params = loading.load_params(f.checkpoint)
         model_cfg = validate(config)
         tok = loading.load_tokenizer(f.checkpoint, config)

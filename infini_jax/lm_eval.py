@@ -232,9 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("checkpoint", None, "WORKDIR or WORKDIR/STEP.")
     flags.DEFINE_string("tasks", None, "Comma-separated lm-eval task names.")
     flags.DEFINE_string("include_path", None, "A directory of extra task YAML files.")
-    flags.DEFINE_integer("limit", None, "Evaluate only this many documents per task.")
-    flags.DEFINE_integer("num_fewshot", None, "Few-shot examples (default: the task's).")
-    flags.DEFINE_integer("batch_size", 8, "Samples per streamed batch.")
+    flags.DEFINE_integer(
+        "limit", None, "Evaluate only this many documents per task.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "num_fewshot", None, "Few-shot examples (default: the task's).", lower_bound=0
+    )
+    flags.DEFINE_integer("batch_size", 8, "Samples per streamed batch.", lower_bound=1)
     flags.DEFINE_enum("prefix", "eos", ("eos", "bos"), "Token before empty contexts.")
     flags.DEFINE_string("output", None, "Write lm-eval's results (JSON) here.")
     flags.DEFINE_string(
@@ -250,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         if evaluator is None:
             raise Error('lm-eval is not installed: pip install -e ".[lm_eval]"')
         cli.require("checkpoint", "tasks")
+        for flag in ("output", "samples"):  # before any model loads or task downloads
+            if f[flag].value:
+                cli.writable(f[flag].value, flag, directory=False)
         metadata = task_metadata(f.metadata, f.checkpoint)
         manager = TaskManager(include_path=f.include_path, metadata=metadata)
         names = task_names(f.tasks, manager)

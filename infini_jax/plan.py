@@ -47,13 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         "Compile with the TPU compiler for this Cloud TPU slice (v4-8, v5e-16, v5p-8, v6e-256, "
         "...: chips for v5e/v6e, TensorCores for v4/v5p); '' = the CPU estimate.",
     )
-    flags.DEFINE_integer("slices", 1, "With --topology: slices joined over DCN (multi-slice).")
+    flags.DEFINE_integer(
+        "slices", 1, "With --topology: slices joined over DCN (multi-slice).", lower_bound=1
+    )
     flags.DEFINE_string("mesh", "", "data:N,fsdp:N,tensor:N per slice ('' = the config's mesh).")
     flags.DEFINE_integer(
         "devices",
         8,
         "Without --topology: most devices to fill when the mesh has a -1 axis: the largest "
         "count up to this whose mesh splits the batch.",
+        lower_bound=1,
     )
     flags.DEFINE_enum("accelerator", None, list(BY_NAME), "Only this row of the fit table.")
     flags.DEFINE_bool(
@@ -70,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(_):
         f = flags.FLAGS
+        batches = cli.int_list(f.search_batches, "search_batches")
+        if f.json:
+            cli.writable(f.json, "json", directory=False)
         if f.topology:
             tpu.parse_slice(f.topology)  # an unknown name: one line, before libtpu starts
         import jax
@@ -91,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         if f.search:
             from infini_jax.planning import search
 
-            result = search.search(
-                f.config, axes, target, [int(b) for b in f.search_batches], log=print
-            )
+            result = search.search(f.config, axes, target, batches, log=print)
             print(search.format_search(result))
         else:
             result = plan(f.config, axes, target)

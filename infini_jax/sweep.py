@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         if len(args) > 1:
             raise ConfigError(f"unknown command {args[1]!r}; the only command is 'summarize'")
         cli.require("sweep", "workdir")
+        if f.launcher != "print" and not f.dry_run:
+            cli.writable(f.workdir, "workdir")
         failed = run_sweep(
             f.sweep, f.workdir, f.launcher, f.dry_run, f.sbatch, f.wait, f.sbatch_eval
         )

@@ -88,6 +88,155 @@ CASES = [
         [f"--docs={W}/none.md"],
         r"^config error: --docs=.*none.md does not exist",
     ),
+    (
+        "infini_jax.generate",
+        [f"--checkpoint={W}/empty", "--max_new_tokens=0"],
+        r"--max_new_tokens=0",
+    ),
+    (
+        "infini_jax.generate",
+        [f"--checkpoint={W}/empty", "--temperature=-1"],
+        r"--temperature=-1",
+    ),
+    (
+        "infini_jax.generate",
+        [f"--checkpoint={W}/empty", "--top_p=1.5"],
+        r"--top_p=1.5",
+    ),
+    (
+        "infini_jax.generate",
+        [f"--checkpoint={W}/empty", "--top_p=0"],
+        r"--top_p=0 keeps no token",
+    ),
+    (
+        "infini_jax.lm_eval",
+        [f"--checkpoint={W}/empty", "--tasks=x", "--limit=0"],
+        r"--limit=0",
+    ),
+    (
+        "infini_jax.lm_eval",
+        [f"--checkpoint={W}/empty", "--tasks=x", "--output=/proc/infini_jax_nowhere/r.json"],
+        r"--output=.* cannot be written",
+    ),
+    (
+        "infini_jax.plan",
+        ["--search", "--search_batches=a,b"],
+        r"--search_batches=a,b must be comma-separated integers >= 1",
+    ),
+    (
+        "infini_jax.plan",
+        ["--json=/proc/infini_jax_nowhere/plan.json"],
+        r"--json=.* cannot be written",
+    ),
+    (
+        "infini_jax.evaluate",
+        [
+            "--config=configs/eval/passkey.py:quick",
+            f"--checkpoint={W}/empty",
+            "--output=/proc/infini_jax_nowhere/e",
+        ],
+        r"--output=.* cannot be written",
+    ),
+    (
+        "infini_jax.convert",
+        ["to_hf", f"--checkpoint={W}/empty", "--output=/proc/infini_jax_nowhere/hf"],
+        r"--output=.* cannot be written",
+    ),
+    (
+        "infini_jax.convert",
+        ["from_hf", f"--hf={W}/empty", f"--output={W}/o", "--segment_len=0"],
+        r"--segment_len=0",
+    ),
+    (
+        "infini_jax.sweep",
+        ["--sweep=configs/sweeps/study_a.py", "--workdir=/proc/infini_jax_nowhere/root"],
+        r"--workdir=.* cannot be written",
+    ),
+    (
+        "infini_jax.bench",
+        ["--quick", "--output=/proc/infini_jax_nowhere/b"],
+        r"--output=.* cannot be written",
+    ),
+    (
+        "infini_jax.bench",
+        ["--quick", f"--output={W}/b", "--skip=zzz"],
+        r"--skip=zzz: \['zzz'\] not in",
+    ),
+    (
+        "infini_jax.bench.train_speed",
+        ["--lengths=12a"],
+        r"--lengths=12a must be comma-separated integers",
+    ),
+    (
+        "infini_jax.bench.train_speed",
+        ["--kinds=local,zzz"],
+        r"\['zzz'\] are not attention kinds",
+    ),
+    (
+        "infini_jax.bench.train_speed",
+        ["--steps=0"],
+        r"--steps=0",
+    ),
+    (
+        "infini_jax.bench.eval_memory",
+        ["--lengths=-5"],
+        r"--lengths=-5 must be comma-separated integers >= 1",
+    ),
+    (
+        "infini_jax.bench.data_speed",
+        ["--seconds=-1"],
+        r"--seconds=-1",
+    ),
+    (
+        "infini_jax.bench.memory_path",
+        ["--lengths=abc"],
+        r"--lengths=abc must be",
+    ),
+    (
+        "infini_jax.bench.memory_options",
+        ["--steps=0"],
+        r"--steps=0",
+    ),
+    (
+        "infini_jax.bench.memory_options",
+        ["--lengths=x"],
+        r"--lengths=x must be",
+    ),
+    (
+        "infini_jax.bench.peak",
+        ["--n=0"],
+        r"--n=0",
+    ),
+    (
+        "infini_jax.bench.peak",
+        ["--dtype=float99"],
+        r"--dtype",
+    ),
+    (
+        "infini_jax.bench.tiny_default",
+        [f"--workdir={W}/t", f"--output={W}/o.json", "--seeds=a"],
+        r"--seeds=a must be integers",
+    ),
+    (
+        "infini_jax.bench.ruler_memory",
+        [f"--checkpoint={W}/empty", "--lengths=q"],
+        r"--lengths=q must be",
+    ),
+    (
+        "infini_jax.data.prepare",
+        [f"--input={W}/x.txt", f"--tokenizer={W}/t.model", f"--output={W}/p", "--workers=-2"],
+        r"--workers=-2",
+    ),
+    (
+        "infini_jax.data.tokenizer",
+        ["train", f"--input={W}/x.txt", f"--output={W}/t.model", "--vocab_size=0"],
+        r"--vocab_size=0",
+    ),
+    (
+        "infini_jax.data.corpora",
+        ["kjv", f"--output={W}/c", "--heldout_every=1"],
+        r"--heldout_every=1",
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from infini_jax.bench import (
     write_records,
 )
 from infini_jax.bench.peak import matmul_peak
+from infini_jax.errors import ConfigError
 
 QUICK = dict(
     lengths=[2048, 4096],
@@ -45,6 +46,17 @@ FULL = dict(
     eval_lengths=[8192, 65536, 262144, 1048576],
     steps=3,
     data_seconds=5.0,
+)
+
+
+SKIPPABLE = (
+    "train_step",
+    "memory_path",
+    "memory_options",
+    "memory",
+    "compile",
+    "eval_memory",
+    "data",
 )
 
 
@@ -239,8 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_list(
         "skip",
         [],
-        "Benchmarks to skip: train_step,memory_path,memory_options,memory,compile,eval_memory,"
-        "data.",
+        "Benchmarks to skip: " + ",".join(SKIPPABLE) + ".",
     )
     for name in GRID_FLAGS:
         flags.DEFINE_list(name, [], "Overrides the grid's list (comma-separated integers).")
@@ -248,10 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     def run(_):
         f = flags.FLAGS
         cli.require("output")
+        unknown = set(f.skip) - set(SKIPPABLE)
+        if unknown:
+            raise ConfigError(f"--skip={','.join(f.skip)}: {sorted(unknown)} not in {SKIPPABLE}")
+        cli.writable(f.output, "output")  # before minutes of benchmarks
         grid = dict(QUICK if f.quick else FULL)
         for name in GRID_FLAGS:
             if f[name].value:
-                grid[name] = [int(x) for x in f[name].value]
+                grid[name] = cli.int_list(f[name].value, name)
         overrides = train_speed.point_overrides(f.attention_impl, f.set)
         run_all(grid, f.config, set(f.skip), f.output, overrides)
 

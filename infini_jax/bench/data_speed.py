@@ -112,10 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     from infini_jax import cli
 
     flags.DEFINE_string("config", "configs/llama_300m_infini.py", "Config file[:preset].")
-    flags.DEFINE_float("seconds", 5.0, "Seconds to time each source.")
+    flags.DEFINE_float("seconds", 5.0, "Seconds to time each source (> 0).", lower_bound=0.01)
     flags.DEFINE_string("output", None, "Directory for data.json.")
 
     def run(_):
+        if flags.FLAGS.output:
+            cli.writable(flags.FLAGS.output, "output")
         records = measure(flags.FLAGS.config, flags.FLAGS.seconds)
         if flags.FLAGS.output:
             write_records(flags.FLAGS.output, "data.json", records)

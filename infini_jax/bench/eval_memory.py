@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         if f.child:
             print(json.dumps(_child(f.child)))
             return
-        records = measure([int(x) for x in f.lengths])
+        lengths = cli.int_list(f.lengths, "lengths")
+        if f.output:
+            cli.writable(f.output, "output")
+        records = measure(lengths)
         if f.output:
             write_records(f.output, "eval_memory.json", records)
 

@@ -61,17 +61,18 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_list("lengths", ["2048", "4096"], "Sequence lengths.")
-    flags.DEFINE_integer("steps", 5, "Timed rounds per length.")
+    flags.DEFINE_integer("steps", 5, "Timed rounds per length.", lower_bound=1)
     flags.DEFINE_string("config", "bench", "'bench' model or a config file.")
     flags.DEFINE_string("output", None, "Directory for memory_options.json.")
 
     def go(_):
         f = flags.FLAGS
+        lengths = cli.int_list(f.lengths, "lengths")
+        if f.output:
+            cli.writable(f.output, "output")
         peak = matmul_peak()
         overrides = train_speed.point_overrides("auto", [])
-        records = run(
-            [int(x) for x in f.lengths], peak["flops_per_s"], f.config, f.steps, overrides
-        )
+        records = run(lengths, peak["flops_per_s"], f.config, f.steps, overrides)
         if f.output:
             print(f"wrote {write_records(f.output, 'memory_options.json', [peak, *records])}")
 

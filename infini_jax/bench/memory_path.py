@@ -151,13 +151,16 @@ def main(argv: list[str] | None = None) -> None:
 
     flags.DEFINE_list("lengths", ["2048", "8192"], "Sequence lengths.")
     flags.DEFINE_string("config", "bench", "'bench' or a config file.")
-    flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).")
+    flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).", lower_bound=1)
     flags.DEFINE_string("output", "", "Directory for memory_path.json ('' = none).")
 
     def run_all(_):
         f = flags.FLAGS
+        lengths = cli.int_list(f.lengths, "lengths")
+        if f.output:
+            cli.writable(f.output, "output")
         peak = printed_peak()
-        records = [peak, *run([int(x) for x in f.lengths], peak["flops_per_s"], f.config, f.steps)]
+        records = [peak, *run(lengths, peak["flops_per_s"], f.config, f.steps)]
         if f.output:
             write_records(f.output, "memory_path.json", records)
 

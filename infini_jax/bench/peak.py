@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from infini_jax import cli
 
-    flags.DEFINE_string("dtype", None, "float32 or bfloat16 (default: by platform).")
-    flags.DEFINE_integer("n", None, "Matrix size (default: by platform).")
+    flags.DEFINE_enum(
+        "dtype", None, ["float32", "bfloat16"], "float32 or bfloat16 (default: by platform)."
+    )
+    flags.DEFINE_integer("n", None, "Matrix size (default: by platform).", lower_bound=1)
 
     def run(_):
         r = matmul_peak(flags.FLAGS.dtype, flags.FLAGS.n)

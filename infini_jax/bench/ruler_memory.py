@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         if f.build_only:
             build_data(f.checkpoint, f.tasks, f.build_only)
             return
+        lengths = cli.int_list(f.lengths, "lengths")
+        if f.output:
+            cli.writable(f.output, "output", directory=False)
         records = []
-        for length in (int(n) for n in f.lengths):
+        for length in lengths:
             records.append(run_length(f.checkpoint, f.tasks, length))
             r, base = records[-1], records[0]
             print(

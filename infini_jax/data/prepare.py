@@ -131,13 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("input", None, "Glob(s) of input files, comma-separated.")
     flags.DEFINE_string("tokenizer", None, "sentencepiece .model, tokenizer.json or its dir.")
     flags.DEFINE_string("output", None, "Output directory for the shards.")
-    flags.DEFINE_integer("workers", 0, "Processes (0 = one per core).")
+    flags.DEFINE_integer("workers", 0, "Processes (0 = one per core).", lower_bound=0)
     flags.DEFINE_enum("format", None, sources.FORMATS, "Force a format (default: by extension).")
     flags.DEFINE_string("text_field", "text", "JSONL / Parquet text field.")
 
     def run(_):
         f = flags.FLAGS
         cli.require("input", "tokenizer", "output")
+        cli.writable(f.output, "output")
         manifest = prepare(f.input, f.tokenizer, f.output, f.workers, f.format, f.text_field)
         done = [s for s in manifest["shards"] if "tokens" in s]
         keys = (

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     from infini_jax import cli
 
     flags.DEFINE_string("input", None, "train: glob(s) of text/JSONL/Parquet, comma-separated.")
-    flags.DEFINE_integer("vocab_size", 32000, "train: vocabulary size.")
+    flags.DEFINE_integer("vocab_size", 32000, "train: vocabulary size.", lower_bound=1)
     flags.DEFINE_string("output", None, "train: the .model (sentencepiece) or .json (bpe) file.")
     flags.DEFINE_string("text_field", "text", "train: JSONL / Parquet field with the text.")
     flags.DEFINE_enum("kind", "sentencepiece", KINDS, "train: sentencepiece or byte-level BPE.")
@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"--output={f.output}: a bpe tokenizer is written as .json, a sentencepiece "
                 "one as anything else (e.g. .model); rename it or pass --kind"
             )
+        cli.writable(f.output, "output", directory=False)
         stats = sources.ReadStats()
         texts = (
             doc
