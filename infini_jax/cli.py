@@ -89,16 +89,18 @@ def int_list(values: list[str], flag: str, minimum: int = 1) -> list[int]:
     return out
 
 
-def writable(path: str, flag: str, directory: bool = True) -> None:
-    """Before any work: `path` (an output directory, or with `directory=False` a file) can be
-    written. A probe file is written and removed in it (its directory); directories created
-    for the probe are removed again, so a later failure leaves nothing behind. An `Error`
-    naming the flag otherwise."""
+def writable(path: str, flag: str, directory: bool = True, keep: bool = False) -> None:
+    """Before any work: `path` (an output directory, or with `directory=False` a file; "" =
+    none asked for) can be written. A probe file is written and removed in it (its directory);
+    the directories created for the probe are removed again (unless `keep`), so a later
+    failure leaves nothing behind. An `Error` naming the flag otherwise."""
     from infini_jax import storage
 
+    if not path:
+        return
     where = storage.absolute(path if directory else storage.dirname(storage.absolute(path)))
     created, parent = [], where
-    while not storage.is_remote(parent) and not os.path.exists(parent):
+    while not keep and not storage.is_remote(parent) and not os.path.exists(parent):
         created.append(parent)
         parent = os.path.dirname(parent)
     try:
@@ -108,6 +110,8 @@ def writable(path: str, flag: str, directory: bool = True) -> None:
         storage.remove(probe)
     except OSError as e:
         reason = e.strerror or " ".join(str(e).split())[:200]
+        if storage.is_remote(where) and isinstance(e, FileNotFoundError):
+            reason = "no such bucket, or no access to it"
         raise Error(f"--{flag}={path} cannot be written ({reason}); choose another") from None
     finally:
         for d in created:  # deepest first

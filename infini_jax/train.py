@@ -115,7 +115,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, clock: goodput.Cloc
             f"config.data.batch_size={data_cfg.batch_size} is not divisible by "
             f"the {n_proc} processes"
         )
-    _check_workdir(workdir)
+    cli.writable(workdir, "workdir", keep=True)  # set-up creates it; a failure undoes that
     tracking.check_start(sections.WandbConfig.from_config(config.wandb), workdir)
     tok = pipeline.resolve_tokenizer(
         data_cfg, workdir, model_cfg.vocab_size, config.seed, model_cfg
@@ -139,21 +139,6 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str, clock: goodput.Cloc
         evals,
         clock,
     )
-
-
-def _check_workdir(workdir: str) -> None:
-    try:
-        storage.makedirs(workdir)
-        probe = storage.join(workdir, f".write_test_{jax.process_index()}")
-        storage.write_text(probe, "ok")
-        storage.remove(probe)
-    except OSError as e:
-        reason = e.strerror or " ".join(str(e).split())[:200]
-        if storage.is_remote(workdir) and isinstance(e, FileNotFoundError):
-            reason = "no such bucket, or no access to it"
-        raise ConfigError(
-            f"workdir {workdir} is not writable ({reason}); choose another --workdir"
-        ) from None
 
 
 def _export_tokenizer(run: Run) -> None:

@@ -247,8 +247,8 @@ def test_storage_round_trips_and_missing_extra(gcs, tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and r.stderr.strip() == (
-        "config error: workdir gs://no-such-bucket/run is not writable (no such bucket, or no "
-        "access to it); choose another --workdir"
+        "error: --workdir=gs://no-such-bucket/run cannot be written (no such bucket, or no "
+        "access to it); choose another"
     )
 
     # Without gcsfs (the gcs extra), a gs:// workdir is one line naming the extra.

@@ -217,7 +217,7 @@ def test_incompatible_checkpoint_and_bad_mesh_are_one_line(tmp_path):
     assert "config.data.batch_size=3 is not divisible by data×fsdp (2)" in err
     (tmp_path / "file").write_text("")
     err = cli_error(f"--workdir={tmp_path}/file/sub")
-    assert f"workdir {tmp_path}/file/sub is not writable" in err
+    assert f"--workdir={tmp_path}/file/sub cannot be written" in err
 
 
 @pytest.mark.slow

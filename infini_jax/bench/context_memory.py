@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     def run(_):
         f = flags.FLAGS
         points = parse_points(f.points)
-        if f.output:
-            cli.writable(f.output, "output")
+        cli.writable(f.output, "output")
         s = tpu.parse_slice(f.topology)
         devices = s.chips  # one device per chip on every generation (v4: megacore)
         os.environ["XLA_FLAGS"] = (

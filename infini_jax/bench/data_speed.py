@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     flags.DEFINE_string("output", None, "Directory for data.json.")
 
     def run(_):
-        if flags.FLAGS.output:
-            cli.writable(flags.FLAGS.output, "output")
+        cli.writable(flags.FLAGS.output, "output")
         records = measure(flags.FLAGS.config, flags.FLAGS.seconds)
         if flags.FLAGS.output:
             write_records(flags.FLAGS.output, "data.json", records)

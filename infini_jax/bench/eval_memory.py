@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(_child(f.child)))
             return
         lengths = cli.int_list(f.lengths, "lengths")
-        if f.output:
-            cli.writable(f.output, "output")
+        cli.writable(f.output, "output")
         records = measure(lengths)
         if f.output:
             write_records(f.output, "eval_memory.json", records)

@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     def go(_):
         f = flags.FLAGS
         lengths = cli.int_list(f.lengths, "lengths")
-        if f.output:
-            cli.writable(f.output, "output")
+        cli.writable(f.output, "output")
         peak = matmul_peak()
         overrides = train_speed.point_overrides("auto", [])
         records = run(lengths, peak["flops_per_s"], f.config, f.steps, overrides)

@@ -157,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     def run_all(_):
         f = flags.FLAGS
         lengths = cli.int_list(f.lengths, "lengths")
-        if f.output:
-            cli.writable(f.output, "output")
+        cli.writable(f.output, "output")
         peak = printed_peak()
         records = [peak, *run(lengths, peak["flops_per_s"], f.config, f.steps)]
         if f.output:

@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             build_data(f.checkpoint, f.tasks, f.build_only)
             return
         lengths = cli.int_list(f.lengths, "lengths")
-        if f.output:
-            cli.writable(f.output, "output", directory=False)
+        cli.writable(f.output, "output", directory=False)
         records = []
         for length in lengths:
             records.append(run_length(f.checkpoint, f.tasks, length))

@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(
                 f"--kinds={','.join(f.kinds)}: {sorted(unknown)} are not attention kinds"
             )
-        if f.output:
-            cli.writable(f.output, "output")
+        cli.writable(f.output, "output")
         records = [peak]
         overrides = point_overrides(f.attention_impl, f.set)
         records += run(f.kinds, lengths, peak["flops_per_s"], f.config, f.steps, overrides)
