@@ -91,6 +91,13 @@ def test_time_split_sums_to_the_wall_time_and_compiles_are_moved_out():
     assert clock.interval()["time/compile_s"] == 0.0  # nothing new since
 
 
+def test_a_later_run_in_the_same_process_starts_its_clock_when_made():
+    goodput.Clock()  # the process's first clock (or a later one: either way one exists now)
+    goodput.time.sleep(0.1)
+    later = goodput.Clock()  # e.g. the second run of a benchmark: not charged the first's time
+    assert sum(later.totals().values()) < 0.05
+
+
 def test_jax_compilations_are_charged_to_compile():
     import jax
     import jax.numpy as jnp

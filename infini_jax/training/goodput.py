@@ -40,6 +40,7 @@ COMPILE_EVENTS = (
 )
 _PROCESS_START = time.time()  # the package's import: as close to the process start as we get
 _active: "Clock | None" = None  # the clock JAX's compile events are charged to
+_started_once = False  # a process's first clock starts at the import, later ones when made
 
 
 def _on_event(name: str, seconds: float, **_) -> None:
@@ -51,10 +52,16 @@ jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 
 class Clock:
-    """Charges the wall time since the process started to one activity at a time (`startup`
-    until the first `switch`); `totals()` always sums to the time elapsed."""
+    """Charges the wall time since `started` to one activity at a time (`startup` until the
+    first `switch`); `totals()` always sums to the time elapsed. By default the process's first
+    clock starts at the package's import (a training command's imports are its start-up), a
+    later one (another run in the same process: a benchmark, a test) when it is made."""
 
-    def __init__(self, started: float = _PROCESS_START):
+    def __init__(self, started: float | None = None):
+        global _started_once
+        if started is None:
+            started = time.time() if _started_once else _PROCESS_START
+            _started_once = True
         self.started = datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat()
         self.seconds = dict.fromkeys(ACTIVITIES, 0.0)
         self.current = "startup"
