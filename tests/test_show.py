@@ -9,7 +9,7 @@ import jax
 import pytest
 
 from infini_jax import model, show, train
-from infini_jax.config import validate
+from infini_jax.config import save_config, validate
 from tests.conftest import run_cli
 from tests.test_train import tiny_128
 from tests.test_validation import _shards, tok  # noqa: F401 - the tokenizer fixture
@@ -25,7 +25,7 @@ def run(tmp_path_factory):
     train.train(config, str(root / "a"))
     config.optimizer.learning_rate, config.seed = 1e-3, 7
     config.total_steps = 1
-    train.train(config, str(root / "b"))
+    save_config(config, str(root / "b"))  # --diff reads only the other workdir's config.json
     return config, str(root / "a"), str(root / "b")
 
 
