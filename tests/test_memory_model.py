@@ -125,6 +125,7 @@ def test_exact_delta_chunk_must_divide_the_segment(tiny_config):
     validate(tiny_config)
 
 
+@pytest.mark.slow  # an evaluation task end to end (16 s)
 def test_write_gate_means_read_the_gates_the_model_uses():
     """With the gate projections zeroed, β and α are their init values on any text; with a
     data-dependent decay they move with the text and stay in (0, 1)."""
