@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 MEASURE = r"""
 import json, sys
 import jax
-from infini_jax import model
+from infini_jax import model, sections
 from infini_jax.training import optim
 from infini_jax.parallel import sharding
 from infini_jax.config import load_config, validate

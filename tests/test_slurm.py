@@ -69,7 +69,10 @@ def records(workdir: str) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     timing = ("step_time_s", "tokens_per_s", "mfu")
-    return [{k: v for k, v in r.items() if k not in timing and "seconds" not in k} for r in rows]
+    return [
+        {k: v for k, v in r.items() if k not in timing and "seconds" not in k and "time/" not in k}
+        for r in rows
+    ]
 
 
 def wait_for_step(cluster, workdir: str, job: int, step: int) -> None:
