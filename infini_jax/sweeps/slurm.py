@@ -105,8 +105,9 @@ def _submit_evals(run: dict, after: int | None, tag: str, sbatch_args: str) -> d
         if storage.exists(storage.join(run["workdir"], name, "summary.json")):
             continue
         job = jobs.get(name)
-        if job and job_state(job):
-            print(f"{tag} {run['name']}: evaluation {name}: job {job} is {job_state(job)}")
+        state = job_state(job) if job else ""
+        if state:  # still queued or running: waited for, not resubmitted
+            print(f"{tag} {run['name']}: evaluation {name}: job {job} is {state}")
         else:
             job = _sbatch(
                 eval_command(run, args, name, after, sbatch_args),
