@@ -81,14 +81,7 @@ def copy_model(attention: str):
 
 def _passkey(seed=0, lengths=(256,), samples=2, key_digits=1, encoder=encode):
     depths = tuple(range(0, 101, 10))
-    return tasks.passkey_samples(
-        encoder,
-        lengths=lengths,
-        depths=depths,
-        samples_per_cell=samples,
-        key_digits=key_digits,
-        seed=seed,
-    )
+    return tasks.passkey_samples(encoder, tasks.Grid(lengths, depths, samples, seed), key_digits)
 
 
 @pytest.mark.slow
@@ -137,15 +130,7 @@ def test_samples_are_reproducible_from_the_seed():
     hay = np.arange(50, 60, dtype=np.int32)
 
     def niah():
-        return tasks.niah_samples(
-            encode_niah,
-            hay,
-            lengths=(200,),
-            depths=(0, 50, 100),
-            samples_per_cell=2,
-            key_digits=4,
-            seed=0,
-        )
+        return tasks.niah_samples(encode_niah, tasks.Grid((200,), (0, 50, 100), 2, 0), 4, hay)
 
     n1, n2 = niah(), niah()
     assert all(np.array_equal(x.tokens, y.tokens) for x, y in zip(n1, n2, strict=True))

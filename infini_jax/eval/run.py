@@ -72,19 +72,13 @@ def run_task(
     )
     engine = Engine(model_cfg, params, reset_memory=config.ablate_memory, **engine_kw)
     if config.task in ("passkey", "niah"):
-        kw = dict(
-            lengths=config.lengths,
-            depths=config.depths,
-            samples_per_cell=config.samples_per_cell,
-            key_digits=config.key_digits,
-            seed=config.seed,
-        )
+        grid = tasks.Grid(config.lengths, config.depths, config.samples_per_cell, config.seed)
         try:
             if config.task == "passkey":
-                samples = tasks.passkey_samples(tok.encode, **kw)
+                samples = tasks.passkey_samples(tok.encode, grid, config.key_digits)
             else:
                 hay = np.concatenate(read_corpus(config, tok.encode)) if config.corpus else None
-                samples = tasks.niah_samples(tok.encode, hay, **kw)
+                samples = tasks.niah_samples(tok.encode, grid, config.key_digits, hay)
         except ValueError as e:
             raise ConfigError(f"config.lengths: {e}") from None
         done = [0]

@@ -48,27 +48,30 @@ def sample_seed(seed: int, task: str, length: int, depth: int, index: int) -> in
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def _grid(task: str, lengths, depths, samples_per_cell: int, seed: int):
-    """Every (length, depth, sample seed) cell sample of a retrieval task, in order."""
-    for length in lengths:
-        for depth in depths:
-            for i in range(samples_per_cell):
-                yield length, depth, sample_seed(seed, task, length, depth, i)
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The cells of a retrieval task: `samples_per_cell` samples per (length, depth) pair."""
+
+    lengths: Sequence[int]  # tokens per sample
+    depths: Sequence[int]  # percent of the way from the start: 0 = furthest from the question
+    samples_per_cell: int
+    seed: int
+
+    def cells(self, task: str):
+        """Every (length, depth, sample seed) of `task`, in order."""
+        for length in self.lengths:
+            for depth in self.depths:
+                for i in range(self.samples_per_cell):
+                    yield length, depth, sample_seed(self.seed, task, length, depth, i)
 
 
 def passkey_samples(
-    encode: Callable[[str], list[int]],
-    *,
-    lengths: Sequence[int],
-    depths: Sequence[int],
-    samples_per_cell: int,
-    key_digits: int,
-    seed: int,
+    encode: Callable[[str], list[int]], grid: Grid, key_digits: int
 ) -> list[Sample]:
-    """`samples_per_cell` passkey documents of at most `length` tokens per (length, depth)."""
+    """`grid.samples_per_cell` passkey documents of at most `length` tokens per cell."""
     tasks = synthetic.SyntheticTasks(encode, key_digits)
     out = []
-    for length, depth, s in _grid("passkey", lengths, depths, samples_per_cell, seed):
+    for length, depth, s in grid.cells("passkey"):
         doc = tasks.sample(np.random.default_rng(s), "passkey", length, depth / 100)
         answer = (doc.tokens, doc.answer, doc.answer_start, doc.needle_start)
         out.append(Sample("passkey", length, depth, s, *answer))
@@ -76,14 +79,7 @@ def passkey_samples(
 
 
 def niah_samples(
-    encode: Callable[[str], list[int]],
-    haystack: np.ndarray | None,
-    *,
-    lengths: Sequence[int],
-    depths: Sequence[int],
-    samples_per_cell: int,
-    key_digits: int,
-    seed: int,
+    encode: Callable[[str], list[int]], grid: Grid, key_digits: int, haystack: np.ndarray | None
 ) -> list[Sample]:
     """Needle-in-a-haystack samples of exactly `length` tokens.
 
@@ -95,7 +91,7 @@ def niah_samples(
         haystack = np.asarray(encode(synthetic.FILLER) * 64, np.int32)
     question = np.asarray(encode(NIAH_QUESTION), np.int32)
     out = []
-    for length, depth, s in _grid("niah", lengths, depths, samples_per_cell, seed):
+    for length, depth, s in grid.cells("niah"):
         rng = np.random.default_rng(s)
         key = synthetic.random_digits(rng, key_digits)
         needle = np.asarray(encode(NIAH_NEEDLE.format(key=key)), np.int32)

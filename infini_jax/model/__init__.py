@@ -83,13 +83,13 @@ def segment_gates(
     params: Params,
     tokens: jax.Array,
     memory: ops.Memory | None,
-    mask: jax.Array | None = None,
 ) -> tuple[ops.Memory | None, dict[str, jax.Array]]:
-    """`segment_step` that also returns the memory's write gates of every layer: "beta" (write
-    strength) `[layers, batch, n, kv_heads]` and "alpha" (decay) `[layers, batch, kv_heads]`,
-    those the model has ({} for none). Returns `(memory after the segment, gates)`."""
+    """`segment_step` without padding that also returns the memory's write gates of every
+    layer: "beta" (write strength) `[layers, batch, n, kv_heads]` and "alpha" (decay)
+    `[layers, batch, kv_heads]`, those the model has ({} for none). Returns `(memory after the
+    segment, gates)`."""
     (_, memory, _), state = Transformer(model_cfg).apply(
-        {"params": params}, tokens, memory, mask, mutable=["intermediates"]
+        {"params": params}, tokens, memory, mutable=["intermediates"]
     )
     sown = state.get("intermediates", {}).get("layers", {}).get("attention", {})
     return memory, {name: values[0] for name, values in sown.items()}

@@ -35,14 +35,8 @@ def write_report(workdir: str, config, model_cfg, params, tokenizer) -> dict:
     reads ablated (every segment gets an empty memory), so the report shows what memory adds.
     """
     lengths = [config.data.seq_len * m for m in config.report.passkey_multiples]
-    samples = tasks.passkey_samples(
-        tokenizer.encode,
-        lengths=lengths,
-        depths=(0, 25, 50, 75, 100),
-        samples_per_cell=config.report.passkey_samples,
-        key_digits=config.data.synthetic.key_digits,
-        seed=config.seed + 1,
-    )
+    grid = tasks.Grid(lengths, (0, 25, 50, 75, 100), config.report.passkey_samples, config.seed + 1)
+    samples = tasks.passkey_samples(tokenizer.encode, grid, config.data.synthetic.key_digits)
 
     def score(**kw):
         records = tasks.score_retrieval(
