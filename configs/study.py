@@ -34,7 +34,7 @@ PRESETS = {
 
 
 def get_config(arg=None):
-    config = load_preset("tiny")  # the tiny default's model, batch, passkeys and optimizer
+    config = load_preset("tiny:paper")  # tiny.py's model, batch, passkeys, optimizer; paper memory
     config.total_steps = 3000
     config.keep_checkpoints = 1
     config.model.vocab_size = 1024

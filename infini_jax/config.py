@@ -93,8 +93,10 @@ def preset(config: ml_collections.ConfigDict, arg: str | None, presets: dict, na
 
 
 def load_preset(name: str) -> ml_collections.ConfigDict:
-    """`configs/<name>.py`, as a preset file that builds on another one loads it."""
-    return load_config(os.path.join(REPO, "configs", f"{name}.py"))
+    """`configs/<file>.py[:preset]` for `name` = "file[:preset]", as a preset file that builds
+    on another one loads it."""
+    file, _, arg = name.partition(":")
+    return load_config(os.path.join(REPO, "configs", f"{file}.py") + (f":{arg}" if arg else ""))
 
 
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:

@@ -16,8 +16,9 @@ def config_path(name: str) -> str:
 
 
 def small_model(**overrides):
-    """The tiny config's model, shrunk further for fast tests."""
-    cfg = validate(load_config(config_path("tiny.py")))
+    """The tiny config's model with the paper's memory (base_config()'s, which `overrides` change
+    option by option), shrunk further for fast tests."""
+    cfg = validate(load_config(config_path("tiny.py:paper")))
     base = dict(
         vocab_size=64,
         num_layers=2,

@@ -42,7 +42,7 @@ BAD = [
     ("model.gate", "tanh", r"config.model.gate='tanh' is not one of"),
     ("model.balance_init", 3.0, r"config.model.balance_init=3.0 is where the hard-sigmoid"),
     ("model.memory_update", "hebb", r"config.model.memory_update='hebb' is not one of"),
-    ("model.memory_features", "l2", r"memory_features='l2' with memory_update='delta' diverges"),
+    ("model.memory_update", "delta", r"memory_features='l2' with memory_update='delta' diverges"),
     ("model.decay", "often", r"config.model.decay='often' is not one of"),
     ("model.decay_init", 1.0, r"config.model.decay_init=1.0 must be in \(0, 1\)"),
     ("model.write_strength_init", 1.5, r"config.model.write_strength_init=1.5 must be in"),

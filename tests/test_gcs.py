@@ -193,7 +193,7 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
 
 SWEEP = """
 def get_sweep():
-    return {{"base": "configs/tiny.py", "fixed": {fixed!r},
+    return {{"base": "configs/tiny.py:paper", "fixed": {fixed!r},
              "grid": {{"model.memory_update": ["linear", "delta"]}}}}
 """
 

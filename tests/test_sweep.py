@@ -18,7 +18,7 @@ from tests.test_train import SMALL
 SWEEP = """
 def get_sweep():
     return {{
-        "base": "configs/tiny.py",
+        "base": "configs/tiny.py:paper",
         "fixed": {fixed!r},
         "grid": {{"model.memory_update": ["linear", "delta"],
                   "optimizer.gate_learning_rate": [0.001, 0.01]}},

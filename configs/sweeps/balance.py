@@ -7,7 +7,7 @@ python -m infini_jax.sweep summarize /tmp/balance --field=optimizer.gate_learnin
 
 def get_sweep() -> dict:
     return {
-        "base": "configs/tiny.py",  # Config file[:preset] every run starts from.
+        "base": "configs/tiny.py:paper",  # Config file[:preset] every run starts from.
         "fixed": {"total_steps": 300},  # Overrides shared by every run.
         "grid": {  # Every combination is one run.
             "model.gate": ["sigmoid", "hard_sigmoid"],

@@ -34,7 +34,7 @@ def _child(length: int) -> dict:
     from infini_jax.config import load_preset, validate
     from infini_jax.eval.engine import Engine
 
-    model_cfg = validate(load_preset("tiny"))
+    model_cfg = validate(load_preset("tiny:paper"))
     params = model.init_params(model_cfg, jax.random.key(0))
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, model_cfg.vocab_size, size=length, dtype=np.int32)

@@ -34,7 +34,7 @@ from infini_jax.training.step import compiled_peak_bytes, init_state, make_train
 def bench_config(attention: str, seq_len: int, layers: int = 4):
     """The bench model: tiny.py grown to a CPU-sized LLaMA of 13.7M parameters: 4 layers,
     d_model 512, 4 heads of 128 (2 kv heads), SwiGLU 1536, vocab 512, segment 256, batch 2."""
-    config = load_preset("tiny")
+    config = load_preset("tiny:paper")  # the paper's memory, as the seed config
     m = config.model
     m.attention, m.num_layers, m.d_model, m.num_heads, m.num_kv_heads = attention, layers, 512, 4, 2
     m.mlp_dim, m.segment_len, m.vocab_size = 1536, 256, 512
