@@ -66,7 +66,11 @@ def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
     real = json.loads(
         run([sys.executable, "-c", MEASURE], XLA_FLAGS="--xla_force_host_platform_device_count=8")
     )
-    assert plan["parameters"] == real["parameters"] == 524_936
+    # The paper's model has 524,936; the gated delta memory adds per layer a write strength
+    # and a decay projection, each d_model × kv_heads + kv_heads.
+    gates = 2 * 2 * (128 * 2 + 2)
+    assert plan["parameters"] == real["parameters"] == 524_936 + gates
+    assert plan["parameters_by_group"]["memory write gates"] == gates
     assert sum(plan["parameters_by_group"].values()) == real["parameters"]
     assert plan["parameters_by_group"]["balance factors"] == 2 * 4  # layers × heads
     b = plan["bytes_per_device"]
@@ -80,7 +84,7 @@ def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
     assert b["xla_arguments"] == real["state_bytes"] + batch_bytes
     assert b["xla_temporaries"] > 0 and b["peak"] >= b["xla_arguments"]
     assert plan["fits"]["h100"] and "| h100 | 80 | yes" in out
-    assert "524,936 parameters; mesh data=2, fsdp=2, tensor=2 (8 devices)" in out
+    assert f"{524_936 + gates:,} parameters; mesh data=2, fsdp=2, tensor=2 (8 devices)" in out
 
 
 def test_plan_argument_parsing():
