@@ -42,7 +42,6 @@ BAD = [
     ("model.gate", "tanh", r"config.model.gate='tanh' is not one of"),
     ("model.balance_init", 3.0, r"config.model.balance_init=3.0 is where the hard-sigmoid"),
     ("model.memory_update", "hebb", r"config.model.memory_update='hebb' is not one of"),
-    ("model.memory_update", "delta", r"memory_features='l2' with memory_update='delta' diverges"),
     ("model.decay", "often", r"config.model.decay='often' is not one of"),
     ("model.decay_init", 1.0, r"config.model.decay_init=1.0 must be in \(0, 1\)"),
     ("model.write_strength_init", 1.5, r"config.model.write_strength_init=1.5 must be in"),
@@ -66,6 +65,12 @@ BAD = [
     ("optimizer.learning_rate", -1e-3, r"config.optimizer.learning_rate=-0.001 must be >= 0"),
     ("optimizer.clip_norm", 0.0, r"config.optimizer.clip_norm=0.0 must be > 0"),
 ]
+
+
+def test_l2_features_need_the_exact_delta(tiny_config):
+    tiny_config.model.memory_update, tiny_config.model.memory_features = "delta", "l2"
+    with pytest.raises(ConfigError, match=r"memory_features='l2' with memory_update='delta' div"):
+        validate(tiny_config)
 
 
 @pytest.mark.parametrize("field,value,message", BAD, ids=[b[0] for b in BAD])

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from infini_jax.config import load_config
 from infini_jax.planning.plan import param_group, parse_mesh
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_path
 
 # Runs with 8 fake devices: builds the real sharded state the way training does and measures it.
 MEASURE = r"""
@@ -66,11 +67,14 @@ def test_plan_matches_the_real_state_and_compiled_step(tmp_path):
     real = json.loads(
         run([sys.executable, "-c", MEASURE], XLA_FLAGS="--xla_force_host_platform_device_count=8")
     )
-    # The paper's model has 524,936; the gated delta memory adds per layer a write strength
-    # and a decay projection, each d_model × kv_heads + kv_heads.
-    gates = 2 * 2 * (128 * 2 + 2)
+    # The paper's model has 524,936; a write strength and a data-dependent decay add per layer
+    # a projection each, d_model × kv_heads + kv_heads (the gated delta memory).
+    m = load_config(config_path("tiny.py")).model
+    gates = 2 * (m.write_strength + (m.decay == "data")) * (128 * 2 + 2) + 2 * 2 * (
+        m.decay == "learned"
+    )
     assert plan["parameters"] == real["parameters"] == 524_936 + gates
-    assert plan["parameters_by_group"]["memory write gates"] == gates
+    assert plan["parameters_by_group"].get("memory write gates", 0) == gates
     assert sum(plan["parameters_by_group"].values()) == real["parameters"]
     assert plan["parameters_by_group"]["balance factors"] == 2 * 4  # layers × heads
     b = plan["bytes_per_device"]
