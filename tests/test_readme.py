@@ -51,3 +51,17 @@ def test_the_readme_quotes_every_seed_and_the_spread():
     assert results["infini_beyond"] == tiny_default.spread(beyond)
     low, high = f"{min(beyond):.0%}", f"{max(beyond):.0%}"
     assert f"({low}–{high})" in results["table"]
+
+
+def test_the_evals_sentence_names_the_first_step_above_zero_and_at_ninety_percent():
+    def seed(*beyond):
+        return {
+            "infini_evals": [{"step": 250 * (i + 1), "beyond": b} for i, b in enumerate(beyond)]
+        }
+
+    sentence = tiny_default.evals_sentence(
+        {"seeds": {"0": seed(0, 0.1, 0.95), "1": seed(0, 0, 0.5)}}
+    )
+    assert "above 0% at step 500 (seed 0), 750 (seed 1)" in sentence
+    assert "first reaches 90% at step 750 (seed 0), never (seed 1)" in sentence
+    assert "90%" not in tiny_default.evals_sentence({"seeds": {"0": seed(None, 0.2)}})

@@ -111,15 +111,30 @@ def eval_series(metrics_path: str) -> list[dict]:
 
 
 def evals_sentence(results: dict) -> str:
-    """The README's sentence on the tiny default's retrieval during training, per seed."""
-    firsts = []
-    for seed, figures_ in results["seeds"].items():
-        first = next((p for p in figures_["infini_evals"] if p["beyond"]), None)
-        firsts.append(f"{first['step']:,} (seed {seed})" if first else f"never (seed {seed})")
+    """The README's sentence on the tiny default's retrieval during training, per seed: the
+    first eval above 0% beyond the question's segment, and the first at 90% or more (where a
+    seed reaches it)."""
+
+    def first_steps(at_least: float) -> list[str]:
+        out = []
+        for seed, figures_ in results["seeds"].items():
+            hit = next(
+                (p for p in figures_["infini_evals"] if (p["beyond"] or 0) >= at_least), None
+            )
+            out.append(f"{hit['step']:,} (seed {seed})" if hit else f"never (seed {seed})")
+        return out
+
+    above_zero = first_steps(1e-9)
+    ninety = first_steps(0.9)
+    reached = (
+        ""
+        if all(s.startswith("never") for s in ninety)
+        else (f", and first reaches 90% at step {', '.join(ninety)}")
+    )
     return (
         "During training the tiny default's passkey eval (`config.evals.passkey`) tracks the "
         "needle in an earlier segment than the question; it first rises above 0% at step "
-        f"{', '.join(firsts)} (`evals.png` in each report)."
+        f"{', '.join(above_zero)}{reached} (`evals.png` in each report)."
     )
 
 
