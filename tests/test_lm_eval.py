@@ -148,6 +148,7 @@ def test_multiple_choice_log_likelihoods_and_accuracy(setup, monkeypatch):
         assert sample["filtered_resps"][0] == expected
 
 
+@pytest.mark.slow  # the CLI end to end (lm-eval loads its task registry)
 def test_cli_runs_a_local_task_and_names_unknown_tasks(setup, tmp_path):
     tmp, _ = setup
     args = [f"--checkpoint={tmp}/w", f"--include_path={tmp}/tasks", "--limit=2"]

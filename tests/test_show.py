@@ -29,6 +29,7 @@ def run(tmp_path_factory):
     return config, str(root / "a"), str(root / "b")
 
 
+@pytest.mark.slow  # `run` trains and checkpoints; the fast tier keeps bad input and batches
 def test_checkpoint_lists_steps_config_params_position_and_metrics(run):
     config, a, b = run
     text = show.describe(a, None)
@@ -51,6 +52,7 @@ def test_checkpoint_lists_steps_config_params_position_and_metrics(run):
     assert "  layers.attention.balance  (2, 4)  float32  32" in detail
 
 
+@pytest.mark.slow
 def test_verify_reads_the_arrays_and_finds_a_truncated_step(run, tmp_path):
     import shutil
 
