@@ -37,6 +37,32 @@ if [ $launcher = print ]; then
 elif [ $launcher = local ] && [ ! -f "$data/shards/manifest.json" ]; then
   python -m infini_jax.data.corpora kjv --output="$data" --vocab_size=1024
 fi
+# The raw results of every run whose training and evaluations are done (its workdir without
+# checkpoints, tokenizer, TensorBoard events and plots: ~300 KB) go to docs/results/study/runs/, so that the tables can be
+# rebuilt, and the study resumed, from a fresh clone: a run found there and missing from ROOT
+# is copied into ROOT first, and the sweep skips it (finished: its metrics reached the last
+# step). Delete a run's folder there to train it again.
+archived=docs/results/study/runs
+archive() {  # TABLES...: copy what is done of these tables' sweeps into $archived
+  python - "$root" "$archived" "$@" <<'PY'
+import os, shutil, sys
+from infini_jax.sweeps.runs import finished, load_sweep, plan_runs
+root, dest, tables = sys.argv[1], sys.argv[2], sys.argv[3:]
+for t in tables:
+    for run in plan_runs(load_sweep(f"configs/sweeps/study_{t}.py"), root):
+        done = [os.path.exists(os.path.join(run["workdir"], n, "summary.json")) for n, _ in run["evals"]]
+        if os.path.isdir(run["workdir"]) and finished(run) and all(done):
+            out = os.path.join(dest, run["name"])
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(run["workdir"], out, ignore=shutil.ignore_patterns("checkpoints", "hf_tokenizer", "tensorboard", "*.png"))
+PY
+}
+if [ $launcher = local ] || [ $launcher = none ]; then
+  mkdir -p "$root"
+  for run in "$archived"/*/; do
+    [ -d "$run" ] && [ ! -e "$root/$(basename "$run")" ] && cp -r "$run" "$root/"
+  done
+fi
 for t in "${tables[@]}"; do
   [ $launcher = none ] && break
   python -m infini_jax.sweep --sweep="configs/sweeps/study_$t.py" --workdir="$root" \
@@ -100,3 +126,5 @@ done
 mkdir -p docs/results/study
 cp "$root"/table_*.md "$root"/table_*.csv "$root"/table_*.png docs/results/study/
 echo "tables in docs/results/study/"
+[ $launcher = local ] || [ $launcher = none ] || exit 0
+archive "${tables[@]}"

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from infini_jax.errors import ConfigError
-from infini_jax.sweeps.runs import expand, plan_runs, run_name
+from infini_jax.sweeps.runs import expand, finished, plan_runs, run_name
 from tests.conftest import ROOT
 from tests.test_train import SMALL
 
@@ -68,6 +69,21 @@ def test_expansion_names_and_bad_overrides(tmp_path):
         plan_runs({"base": "configs/tiny.py", "grid": {"model.gate": ["bad"]}}, "/r")
 
 
+def test_finished_by_checkpoint_or_by_metrics_once_checkpoints_are_gone(tmp_path):
+    run = {"workdir": str(tmp_path), "total_steps": 4}
+    assert not finished(run)  # nothing yet
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3))
+    assert not finished(run)  # stopped at step 3
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n")
+    assert finished(run)  # reached the last step; its checkpoints deleted since
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
+    assert not finished(run)  # checkpoints, when present, decide: this one stopped at 2
+    (tmp_path / "checkpoints" / "4").mkdir()
+    assert finished(run)
+
+
 @pytest.mark.slow
 def test_four_run_sweep_resumes_after_interruption_and_summarises(tmp_path):
     sweep, root = write_sweep(tmp_path), tmp_path / "root"
@@ -105,6 +121,9 @@ def test_four_run_sweep_resumes_after_interruption_and_summarises(tmp_path):
         steps = [json.loads(x)["step"] for x in open(root / run / "metrics.jsonl")]
         assert max(steps) == 4
 
+    # A finished run whose checkpoints were deleted stays finished (its metrics reached the
+    # last step).
+    shutil.rmtree(root / runs[0] / "checkpoints")
     done = sweep_cli(f"--sweep={sweep}", f"--workdir={root}")
     assert done.stdout.count("finished, skipped") == 4 and "evaluate" not in done.stdout
     evaluated = [p.parent.parent.name for p in root.glob("*/pk/summary.json")]

@@ -27,10 +27,9 @@ def _ledger(workdir: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_run_continues_one_wandb_run_and_reports_the_redone_work(tmp_path):
-    plain, killed = str(tmp_path / "plain"), str(tmp_path / "killed")
+    killed = str(tmp_path / "killed")
     args = ("--config.total_steps=8", "--config.checkpoint_every_steps=2")
     wandb = ("--config.wandb.mode=offline", "--config.wandb.tags=('test','kill')")
-    launch(plain, *args)
     proc = launch(killed, *args, *wandb, wait=False)
     wait_for_step(killed, 5, proc)
     proc.send_signal(signal.SIGKILL)
@@ -63,7 +62,13 @@ def test_a_killed_and_resumed_run_continues_one_wandb_run_and_reports_the_redone
     assert resumed_from < first  # the checkpoint was older than the last logged step
     assert attempts[1]["seconds"]["redone"] > 0 and attempts[0]["seconds"]["redone"] == 0
     assert all(a["seconds"]["compile"] > 0 and a["seconds"]["train"] > 0 for a in attempts)
-    assert goodput.summary(attempts)["goodput"] < goodput.summary(_ledger(plain))["goodput"]
+    # Goodput is the training steps' share of both attempts' wall time: the redone steps count
+    # against it (a property of the ledger, not a comparison of two runs' timings, which the
+    # machine's load decides).
+    wall = sum(sum(a["seconds"].values()) for a in attempts)
+    train = sum(a["seconds"]["train"] for a in attempts)
+    s = goodput.summary(attempts)
+    assert s["wall_s"] == pytest.approx(wall) and s["goodput"] == pytest.approx(train / wall)
     with open(os.path.join(killed, "report.md")) as f:
         report = f.read()
     assert "## Where the time went" in report and "2 attempt(s)" in report

@@ -8,9 +8,11 @@ features), each with 2 seeds, in one root with the other study tables:
       --group=seed --curve=passkey_beyond@ --columns='passkey_beyond@*,passkey_back@*'
 
 Runs are listed in the order the verdict needs them (the sweep resumes, so the study spans
-several sittings): the full gated delta with both seeds, then today's memory and the local
-bound (seed 0), then one seed of each other arm, then the rest. The longer training length
-(16 segments) is configs/sweeps/study_memory_long.py.
+several sittings): today's memory and the local bound (seed 0), then one seed of each other
+arm, then the rest, and the full gated delta last: its two seeds were trained first
+(2026-12-07, tables in docs/results/study/) in a root that did not survive, and run again so
+that every table comes from one root. The longer training length (16 segments) is
+configs/sweeps/study_memory_long.py.
 """
 
 from study_common import EVALS as COMMON_EVALS
@@ -44,10 +46,11 @@ ARMS = [
 
 
 TODAY, LOCAL = ARMS[5], ARMS[6]
-FIRST = [(GATED, 0), (GATED, 1), (TODAY, 0), (LOCAL, 0)]
+FIRST = [(TODAY, 0), (LOCAL, 0)]
+LAST = [(GATED, 0), (GATED, 1)]
 
 
 def get_sweep() -> dict:
-    rest = [(arm, seed) for seed in SEEDS for arm in ARMS if (arm, seed) not in FIRST]
-    runs = [{**arm, "seed": seed} for arm, seed in FIRST + rest]
+    rest = [(arm, seed) for seed in SEEDS for arm in ARMS if (arm, seed) not in FIRST + LAST]
+    runs = [{**arm, "seed": seed} for arm, seed in FIRST + rest + LAST]
     return {"base": "configs/study.py", "runs": runs, "evals": EVALS}

@@ -118,10 +118,19 @@ def _get(config, dotted: str):
 
 
 def finished(run: dict) -> bool:
-    """A checkpoint at (or past) total_steps exists: training ended (it always saves there)."""
-    names = storage.listdir(storage.join(run["workdir"], "checkpoints"))
-    steps = [int(d) for d in names if d.isdigit()]
-    return bool(steps) and max(steps) >= run["total_steps"]
+    """A checkpoint at (or past) total_steps exists: training ended (it always saves there).
+
+    A run whose checkpoints/ folder was deleted after it ended (to free disk, or a run's
+    results archived without its weights and restored into a new root) counts as finished when
+    metrics.jsonl reached total_steps (the loop always logs the last step); evaluations it still
+    lacks then fail with the evaluator's one line about the missing checkpoint."""
+    ckpt = storage.join(run["workdir"], "checkpoints")
+    if storage.exists(ckpt):
+        steps = [int(d) for d in storage.listdir(ckpt) if d.isdigit()]
+        return bool(steps) and max(steps) >= run["total_steps"]
+    metrics = storage.join(run["workdir"], "metrics.jsonl")
+    rows = storage.read_jsonl(metrics) if storage.exists(metrics) else []
+    return max((r.get("step", 0) for r in rows), default=0) >= run["total_steps"]
 
 
 def launch_command(run: dict, launcher: str, sbatch_args: str = "") -> list[str]:
