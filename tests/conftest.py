@@ -1,4 +1,5 @@
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -56,3 +57,13 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the order inside each file is kept
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Each test file's compiled programs are dropped when it ends: a worker runs many files,
+    and keeping every file's executables (GBs by the end of the suite) serves no later file."""
+    yield
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
