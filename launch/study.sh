@@ -38,10 +38,10 @@ elif [ $launcher = local ] && [ ! -f "$data/shards/manifest.json" ]; then
   python -m infini_jax.data.corpora kjv --output="$data" --vocab_size=1024
 fi
 # The raw results of every run whose training and evaluations are done (its workdir without
-# checkpoints, tokenizer, TensorBoard events and plots: ~300 KB) go to docs/results/study/runs/, so that the tables can be
-# rebuilt, and the study resumed, from a fresh clone: a run found there and missing from ROOT
-# is copied into ROOT first, and the sweep skips it (finished: its metrics reached the last
-# step). Delete a run's folder there to train it again.
+# checkpoints, tokenizer, TensorBoard events and plots: ~300 KB) go to docs/results/study/runs/,
+# so that the tables can be rebuilt, and the study resumed, from a fresh clone: a run found
+# there and missing from ROOT is copied into ROOT first, and the sweep skips it (finished: its
+# metrics reached the last step). Delete a run's folder there to train it again.
 archived=docs/results/study/runs
 archive() {  # TABLES...: copy what is done of these tables' sweeps into $archived
   python - "$root" "$archived" "$@" <<'PY'
@@ -54,7 +54,8 @@ for t in tables:
         if os.path.isdir(run["workdir"]) and finished(run) and all(done):
             out = os.path.join(dest, run["name"])
             shutil.rmtree(out, ignore_errors=True)
-            shutil.copytree(run["workdir"], out, ignore=shutil.ignore_patterns("checkpoints", "hf_tokenizer", "tensorboard", "*.png"))
+            skip = shutil.ignore_patterns("checkpoints", "hf_tokenizer", "tensorboard", "*.png")
+            shutil.copytree(run["workdir"], out, ignore=skip)
 PY
 }
 if [ $launcher = local ] || [ $launcher = none ]; then
