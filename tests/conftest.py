@@ -1,7 +1,6 @@
 import dataclasses
 import gc
 import os
-import subprocess
 import sys
 
 import pytest
@@ -10,6 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from infini_jax.config import load_config, validate  # noqa: E402
+from tests import forkrun  # noqa: E402
 
 
 def config_path(name: str) -> str:
@@ -39,11 +39,15 @@ def tiny_config():
     return load_config(config_path("tiny.py"))
 
 
-def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
-    """Runs `python -m module args` from the repository root; returns the CompletedProcess."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    cmd = [sys.executable, "-m", module, *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300, env=None):
+    """Runs `python -m module args` from the repository root (forked from a process that has
+    imported jax: tests/forkrun.py); returns the CompletedProcess."""
+    env = dict(env or os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return forkrun.run(module, list(args), cwd=ROOT, env=env, timeout=timeout)
+
+
+def pytest_sessionfinish():
+    forkrun.stop()
 
 
 # The files that take longest go to the two workers first (pytest-xdist hands out whole files

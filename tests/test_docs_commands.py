@@ -7,17 +7,15 @@ checked the same way (none is run)."""
 
 import ast
 import glob
-import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 from functools import cache
 
 import pytest
 
 from infini_jax.config import load_config
+from tests import forkrun
 from tests.conftest import ROOT
 
 DOCS = ("README.md", "docs/*.md", "launch/README.md")
@@ -65,60 +63,19 @@ def documented() -> list[tuple[str, str]]:
     return out
 
 
-# One process imports the heavy libraries once, then forks a child per module that runs it
-# with --helpfull (absl prints the flags of the modules it imported and exits): each child
-# starts from the same registry, so its help lists exactly the flags its command defines (the
-# preloaded libraries define none). Printed: a JSON object, module -> help text.
-_HELPS = r"""
-import json, os, runpy, sys, tempfile
-import absl.app, absl.flags, flax.linen, jax, ml_collections, numpy, optax
-out = {}
-for module in sys.argv[1:]:
-    with tempfile.TemporaryFile("w+") as f:
-        pid = os.fork()
-        if pid == 0:
-            os.dup2(f.fileno(), 1)
-            sys.argv = [module, "--helpfull"]
-            try:
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-            except BaseException:
-                pass
-            sys.stdout.flush()
-            os._exit(0)
-        os.waitpid(pid, 0)
-        f.seek(0)
-        out[module] = f.read()
-print(json.dumps(out))
-"""
-
-
-def _help_texts(modules: list[str]) -> dict[str, str]:
-    """`--helpfull` of each module ("" where it is not a command)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    r = subprocess.run(
-        [sys.executable, "-c", _HELPS, *modules],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    texts = json.loads(r.stdout.splitlines()[-1])
-    helpfull = re.compile(r"^\s+--(\[no\])?helpfull:", re.M)
-    return {m: (t if helpfull.search(t) else "") for m, t in texts.items()}
-
-
 def _help(module: str) -> str:
-    return _help_texts([module])[module]
+    """`--helpfull` of `module` ("" where it is not a command; absl exits 1 after it)."""
+    r = forkrun.run(module, ["--helpfull"], cwd=ROOT, env=dict(os.environ), timeout=300)
+    return r.stdout if re.search(r"^\s+--(\[no\])?helpfull:", r.stdout, re.M) else ""
 
 
 @pytest.fixture(scope="module")
 def helps() -> dict[str, str]:
     """`--helpfull` of every documented module."""
-    return _help_texts(
-        sorted({shlex.split(c)[2] for _, c in documented()} - {"infini_jax.<command>"})
-    )
+    return {
+        m: _help(m)
+        for m in sorted({shlex.split(c)[2] for _, c in documented()} - {"infini_jax.<command>"})
+    }
 
 
 def _flags(help_text: str) -> set[str]:

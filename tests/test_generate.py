@@ -43,13 +43,16 @@ def _model(kind, **extra):
     return cfg, params
 
 
+_logits = jax.jit(model.sequence_logits, static_argnums=0)
+
+
 def _full_logits(cfg, params, tokens):
     """Logits of one forward pass over `tokens` `[b, t]`, padded to whole segments."""
     b, t = tokens.shape
     pad = -t % cfg.segment_len if cfg.attention != "full" else 0
     x = jnp.pad(jnp.asarray(tokens), ((0, 0), (0, pad)))
     mask = jnp.arange(t + pad)[None] < t
-    logits, _ = model.sequence_logits(cfg, params, x, mask=jnp.broadcast_to(mask, x.shape))
+    logits, _ = _logits(cfg, params, x, mask=jnp.broadcast_to(mask, x.shape))
     return np.asarray(logits[:, :t])
 
 

@@ -11,6 +11,10 @@ import pytest
 from infini_jax import model
 from tests.conftest import small_model
 
+# Compiled once per config (run eagerly, each call dispatches op by op: seconds apiece).
+sequence_logits = jax.jit(model.sequence_logits, static_argnums=0)
+sequence_loss = jax.jit(model.sequence_loss, static_argnums=0)
+
 
 def tokens_for(cfg, seed=0, batch=2, segments=4, low=0, high=None):
     rng = np.random.default_rng(seed)
@@ -48,7 +52,7 @@ def test_step_loop_equals_scan(attention):
     params = model.init_params(cfg, jax.random.key(0))
     tokens = tokens_for(cfg)
     mask, ids = packed_extras(cfg)
-    scanned, mem_scan = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    scanned, mem_scan = sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
     looped, memory = segment_loop(cfg, params, tokens, mask, ids)
     np.testing.assert_allclose(looped, scanned, atol=1e-5, rtol=1e-5)
     if attention == "infini":
@@ -68,11 +72,11 @@ def test_all_local_gate_equals_local_model():
         params["layers"]["attention"]["balance"], -2.5
     )
     tokens = tokens_for(cfg)
-    infini, _ = model.sequence_logits(cfg, params, tokens)
-    local, _ = model.sequence_logits(local_cfg, local_params, tokens)
+    infini, _ = sequence_logits(cfg, params, tokens)
+    local, _ = sequence_logits(local_cfg, local_params, tokens)
     np.testing.assert_allclose(infini, local, atol=1e-5, rtol=1e-5)
     params["layers"]["attention"]["balance"] += 0.5  # g = 0.1: memory now matters
-    assert not np.allclose(model.sequence_logits(cfg, params, tokens)[0], local, atol=1e-3)
+    assert not np.allclose(sequence_logits(cfg, params, tokens)[0], local, atol=1e-3)
 
 
 def test_one_segment_with_local_empty_memory_equals_full():
@@ -82,15 +86,13 @@ def test_one_segment_with_local_empty_memory_equals_full():
     full_params = jax.tree.map(lambda x: x, params)
     del full_params["layers"]["attention"]["balance"]
     tokens = tokens_for(cfg, segments=1)
-    infini, _ = model.sequence_logits(cfg, params, tokens)
-    full, _ = model.sequence_logits(full_cfg, full_params, tokens)
+    infini, _ = sequence_logits(cfg, params, tokens)
+    full, _ = sequence_logits(full_cfg, full_params, tokens)
     np.testing.assert_allclose(infini, full, atol=1e-5, rtol=1e-5)
 
 
 def _weighted_loss(cfg, params, tokens, weights):
-    nll, count, _ = model.sequence_loss(
-        cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights
-    )
+    nll, count, _ = sequence_loss(cfg, params, tokens, jnp.roll(tokens, -1, 1), weights=weights)
     return nll.sum() / count.sum()
 
 
@@ -156,7 +158,7 @@ def test_truncation_equals_a_constant_memory_for_parameters():
     params = model.init_params(cfg, jax.random.key(6))
     tokens = tokens_for(cfg, seed=7)
     n = cfg.segment_len
-    _, memory = model.sequence_logits(cfg, params, tokens[:, : 3 * n])
+    _, memory = sequence_logits(cfg, params, tokens[:, : 3 * n])
 
     def step_loss(params):
         logits, _ = model.segment_step(cfg, params, tokens[:, 3 * n :], memory)
@@ -186,9 +188,9 @@ def test_loss_equals_cross_entropy_of_logits():
     tokens = tokens_for(cfg, seed=9)
     mask, ids = packed_extras(cfg)
     targets = jnp.roll(tokens, -1, 1)
-    nll, count, _ = model.sequence_loss(cfg, params, tokens, targets, mask=mask, segment_ids=ids)
+    nll, count, _ = sequence_loss(cfg, params, tokens, targets, mask=mask, segment_ids=ids)
     assert nll.shape == (4,)
-    logits, _ = model.sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
+    logits, _ = sequence_logits(cfg, params, tokens, mask=mask, segment_ids=ids)
     lg = np.asarray(logits, np.float64)
     logp = (
         lg
@@ -204,9 +206,9 @@ def test_model_is_causal_through_memory():
     cfg = small_model()
     params = model.init_params(cfg, jax.random.key(10))
     tokens = tokens_for(cfg, seed=11, batch=1)
-    base, _ = model.sequence_logits(cfg, params, tokens)
+    base, _ = sequence_logits(cfg, params, tokens)
     for t in (3, 8, 20):
-        changed, _ = model.sequence_logits(cfg, params, tokens.at[0, t].add(1))
+        changed, _ = sequence_logits(cfg, params, tokens.at[0, t].add(1))
         np.testing.assert_array_equal(changed[:, :t], base[:, :t])
         assert not np.allclose(changed[:, 24:], base[:, 24:])  # reaches the last segment
 
@@ -215,8 +217,8 @@ def bf16_against_f32(cfg, params, segments: int = 64) -> tuple[np.ndarray, np.nd
     """Logits of `segments` segments in bfloat16 and in float32, `(bf16, f32)`, after checking
     that the bf16 run is finite and keeps its memory in float32."""
     tokens = tokens_for(cfg, seed=13, batch=1, segments=segments)
-    ref, _ = model.sequence_logits(cfg, params, tokens)
-    out, mem = model.sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
+    ref, _ = sequence_logits(cfg, params, tokens)
+    out, mem = sequence_logits(dataclasses.replace(cfg, dtype="bfloat16"), params, tokens)
     assert mem.m.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(out))) and np.all(np.isfinite(np.asarray(mem.m)))
     return np.asarray(out), np.asarray(ref)

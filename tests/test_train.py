@@ -184,9 +184,7 @@ def test_restore_onto_other_device_counts(reference, tmp_path):
 
 def cli_error(*args, devices=2):
     """Runs the job expecting a start-up error; returns stderr (one line, no traceback)."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    cmd = [sys.executable, "-m", "infini_jax.train", "--config=configs/tiny.py", *SMALL, *args]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = run_cli("infini_jax.train", "--config=configs/tiny.py", *SMALL, *args, devices=devices)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     return r.stderr
 
