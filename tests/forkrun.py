@@ -6,8 +6,8 @@ fresh process would run it: its own argv, environment, working directory, stdin 
 stdout and stderr to files, `runpy` as `python -m` does it, and the interpreter's exit
 (non-daemon threads joined, atexit handlers run, output flushed; not its teardown of every
 module). Nothing of the command is imported before the fork, and no jax backend is started, so
-XLA_FLAGS (read when the backend starts) still apply. An environment that differs from the
-server's in a variable read when jax is imported (JAX_*) goes to a real subprocess instead.
+XLA_FLAGS (read when the backend starts) still apply. The variables that jax reads when it is
+imported (JAX_*) get a server of their own for each set of values.
 """
 
 import json
@@ -17,12 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 SERVER = r"""
 import atexit, importlib.util, json, os, runpy, sys, threading, traceback
 import flax.linen, jax, ml_collections, numpy, optax
 from absl import app, flags
-sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdout.write(json.dumps({"ready": True}) + "\n"); sys.stdout.flush()
 for line in sys.stdin:
     job = json.loads(line)
     pid = os.fork()
@@ -66,36 +67,56 @@ for line in sys.stdin:
     sys.stdout.flush()
 """
 
-_server: subprocess.Popen | None = None
+_servers: dict[tuple, subprocess.Popen] = {}  # by the JAX_* variables they were started with
+_pending: dict[int, bytes] = {}  # by server pid: what was read past the last whole line
 
 
-def _start(cwd: str) -> subprocess.Popen:
-    global _server
-    if _server is None or _server.poll() is not None:
-        _server = subprocess.Popen(
+def _jax_vars(environ) -> tuple:
+    return tuple(sorted((k, v) for k, v in environ.items() if k.startswith("JAX_")))
+
+
+def _start(cwd: str, env: dict[str, str]) -> subprocess.Popen:
+    key = _jax_vars(env)
+    server = _servers.get(key)
+    if server is None or server.poll() is not None:
+        server = subprocess.Popen(
             [sys.executable, "-c", SERVER],
             cwd=cwd,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
+            bufsize=0,
         )
-        if _server.stdout.readline().strip() != "ready":
+        _pending[server.pid] = b""
+        if _read(server, 120) != {"ready": True}:
             raise RuntimeError("the fork server did not start")
-    return _server
+        _servers[key] = server
+    return server
 
 
 def stop() -> None:
-    """Ends the server (at the end of the session)."""
-    global _server
-    if _server is not None and _server.poll() is None:
-        _server.stdin.close()
-        _server.wait(timeout=30)
-    _server = None
+    """Ends the servers (at the end of the session)."""
+    for server in _servers.values():
+        if server.poll() is None:
+            server.stdin.close()
+            server.wait(timeout=30)
+    _servers.clear()
 
 
 def _read(server: subprocess.Popen, timeout: float) -> dict | None:
-    ready, _, _ = select.select([server.stdout], [], [], timeout)
-    return json.loads(server.stdout.readline()) if ready else None
+    """The server's next line (JSON), or None after `timeout` seconds. Unbuffered: a line read
+    ahead into a buffer would be invisible to `select`."""
+    fd, deadline = server.stdout.fileno(), time.monotonic() + timeout
+    while b"\n" not in _pending[server.pid]:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError(f"the fork server ended (exit status {server.wait()})")
+        _pending[server.pid] += chunk
+    line, _, _pending[server.pid] = _pending[server.pid].partition(b"\n")
+    return json.loads(line)
 
 
 def run(module: str, args: list[str], *, cwd: str, env: dict[str, str], timeout: float):
@@ -103,21 +124,16 @@ def run(module: str, args: list[str], *, cwd: str, env: dict[str, str], timeout:
     stdout and stderr, as `subprocess.run(..., capture_output=True, text=True)` would. Raises
     subprocess.TimeoutExpired after `timeout` seconds (the command is killed)."""
     cmd = [sys.executable, "-m", module, *args]
-
-    def jax_vars(environ) -> dict[str, str]:
-        return {k: v for k, v in environ.items() if k.startswith("JAX_")}
-
-    if not hasattr(os, "fork") or jax_vars(env) != jax_vars(os.environ):
-        return subprocess.run(
-            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-        )
-    server = _start(cwd)
+    if not hasattr(os, "fork"):
+        kwargs = dict(cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, **kwargs)
+    server = _start(cwd, env)
     with tempfile.TemporaryDirectory() as d:
         out, err = os.path.join(d, "out"), os.path.join(d, "err")
         for path in (out, err):
             open(path, "w").close()
         job = dict(module=module, args=list(args), cwd=cwd, env=dict(env), out=out, err=err)
-        server.stdin.write(json.dumps(job) + "\n")
+        server.stdin.write((json.dumps(job) + "\n").encode())
         server.stdin.flush()
         pid = _read(server, 60)["pid"]
         done = _read(server, timeout)

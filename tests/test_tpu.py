@@ -21,6 +21,7 @@ from infini_jax.ops import kernels
 from infini_jax.parallel import sharding, tpu
 from infini_jax.planning import plan
 from infini_jax.planning import search as plan_search
+from tests import forkrun
 from tests.conftest import ROOT, config_path
 
 if importlib.util.find_spec("libtpu") is None:
@@ -51,8 +52,7 @@ TINY_ARGS = (
 
 def _cli(*args, timeout=300):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "infini_jax.plan", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return forkrun.run("infini_jax.plan", list(args), cwd=ROOT, env=env, timeout=timeout)
 
 
 def test_cloud_tpu_names_map_to_the_compilers_topologies_and_devices():
