@@ -7,7 +7,10 @@ stdout and stderr to files, `runpy` as `python -m` does it, and the interpreter'
 (non-daemon threads joined, atexit handlers run, output flushed; not its teardown of every
 module). Nothing of the command is imported before the fork, and no jax backend is started, so
 XLA_FLAGS (read when the backend starts) still apply. The variables that jax reads when it is
-imported (JAX_*) get a server of their own for each set of values.
+imported (JAX_*) get a server of their own for each set of values. One variable is added where
+it is not set: TPU_SKIP_MDS_QUERY=1. With libtpu installed, jax asks the cloud metadata server
+about the TPU VM it might be on; in a fresh process on any other host that fails at once, but in
+a forked child it hangs (found when a child started a backend with it unset).
 """
 
 import json
@@ -36,19 +39,22 @@ for line in sys.stdin:
         sys.stdin = open(os.devnull)
         os.chdir(job["cwd"])
         os.environ.clear(); os.environ.update(job["env"])
+        os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
         sys.argv = [job["module"], *job["args"]]
         sys.path[0] = job["cwd"]
         code = 0
         try:
             if importlib.util.find_spec(job["module"]) is None:
                 raise ModuleNotFoundError
-        except ModuleNotFoundError:
-            sys.stderr.write(f"{sys.executable}: No module named {job['module']}\n")
-            sys.exit(1)
-        try:
             runpy.run_module(job["module"], run_name="__main__", alter_sys=True)
         except SystemExit as e:
             code = e.code
+        except ModuleNotFoundError as e:
+            if e.name not in (None, job["module"]):  # an import inside the command
+                traceback.print_exc()
+            else:
+                sys.stderr.write(f"{sys.executable}: No module named {job['module']}\n")
+            code = 1
         except BaseException:
             traceback.print_exc()
             code = 1
