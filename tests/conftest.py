@@ -39,10 +39,10 @@ def tiny_config():
     return load_config(config_path("tiny.py"))
 
 
-def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300, env=None):
+def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
     """Runs `python -m module args` from the repository root (forked from a process that has
     imported jax: tests/forkrun.py); returns the CompletedProcess."""
-    env = dict(env or os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     return forkrun.run(module, list(args), cwd=ROOT, env=env, timeout=timeout)
 
 
