@@ -9,7 +9,9 @@ features), each with 2 seeds, in one root with the other study tables:
 
 Runs are listed in the order the verdict needs them (the sweep resumes, so the study spans
 several sittings): today's memory and the local bound (seed 0), then one seed of each other
-arm, then the rest, and the full gated delta last: its two seeds were trained first
+arm, then the second seed of the arm that led on the first (the exact delta with L2 keys) and
+of the two it is compared with (today's memory, the local bound), then the rest, and the full
+gated delta last: its two seeds were trained first
 (2026-12-07, tables in docs/results/study/) in a root that did not survive, and run again so
 that every table comes from one root. The longer training length (16 segments) is
 configs/sweeps/study_memory_long.py.
@@ -46,7 +48,7 @@ ARMS = [
 
 
 TODAY, LOCAL = ARMS[5], ARMS[6]
-FIRST = [(TODAY, 0), (LOCAL, 0)]
+FIRST = [(TODAY, 0), (LOCAL, 0), (L2, 0), (BETA, 0), (EXACT, 0), (L2, 1), (TODAY, 1), (LOCAL, 1)]
 LAST = [(GATED, 0), (GATED, 1)]
 
 
