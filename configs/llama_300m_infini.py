@@ -3,17 +3,23 @@ r"""The seed study's 300M LLaMA with Infini-attention (arXiv 2512.23862), exactl
 302,015,584 parameters; 8 segments of 1024 tokens per 8192-token sequence; delta update,
 hard-sigmoid gate with its own learning rate (the base config's). Train on your prepared
 FineWeb shards (--config.data.source='DIR/*.array_record', --config.data.tokenizer=...).
-Presets: "" (delta, the seed), "linear" or "gated" (the gated delta rule's memory).
+Presets: "" (delta, the seed), "linear", "delta_l2" (the exact delta rule with L2 keys) or
+"gated" (the gated delta rule's memory).
 
   python -m infini_jax.train --config=configs/llama_300m_infini.py --workdir=DIR
 """
 
 from infini_jax.config import base_config, preset
-from infini_jax.defaults import GATED_DELTA
+from infini_jax.defaults import DELTA_L2, GATED_DELTA
 
-# "gated": the gated delta rule's memory, which beat the seed's at 16x the training length in
-# the CPU study (docs/study.md, table m); not trained at this scale yet.
-PRESETS = {"": {}, "linear": {"model.memory_update": "linear"}, "gated": GATED_DELTA}
+# "delta_l2" (the study's best arm) and "gated": memories that beat the seed's at 16x the
+# training length in the CPU study (docs/study.md, table m); not trained at this scale yet.
+PRESETS = {
+    "": {},
+    "linear": {"model.memory_update": "linear"},
+    "delta_l2": DELTA_L2,
+    "gated": GATED_DELTA,
+}
 
 
 def get_config(arg=None):

@@ -12,14 +12,15 @@ then train one run, or a sweep (configs/sweeps/study_*.py):
   python -m infini_jax.train --config=configs/study.py --workdir=/tmp/study_run
   python -m infini_jax.sweep --sweep=configs/sweeps/study_a.py --workdir=/tmp/study_a
 
-Presets: "" (infini), "gated" (the gated delta rule's memory, table m), "local", "full" (the
-baselines: same parameters, data and steps).
+Presets: "" (infini), "delta_l2" (the exact delta with L2 keys: table m's best arm), "gated"
+(the gated delta rule's memory, table m), "local", "full" (the baselines: same parameters, data
+and steps).
 """
 
 import os
 
 from infini_jax.config import load_preset, preset
-from infini_jax.defaults import GATED_DELTA
+from infini_jax.defaults import DELTA_L2, GATED_DELTA
 
 # Where `corpora kjv --vocab_size=1024` wrote the data; override data.source / data.tokenizer
 # to read it elsewhere.
@@ -27,7 +28,8 @@ DATA = os.path.expanduser("~/.cache/infini_jax/study/kjv")
 
 PRESETS = {
     "": {},
-    "gated": GATED_DELTA,  # table m's best arm
+    "delta_l2": DELTA_L2,  # table m's best arm
+    "gated": GATED_DELTA,  # table m's full gated delta (the tiny default's memory)
     "local": {"model.attention": "local"},
     "full": {"model.attention": "full"},
 }

@@ -4,6 +4,7 @@ The base config's shape (2 layers, d_model 128, 4 heads, 2 kv heads) with the ga
 rule's memory (docs/study.md, table m), trained on passkey documents with 2-digit keys, one per
 row: 192–256 tokens = 3–4 segments of 64. Retrieval through the memory appears as a phase
 change around steps 2,000–3,000 of 4,000. Presets: "" (infini with the gated delta memory),
+"delta_l2" (the exact delta with L2 keys, no write strength or decay: the study's best arm),
 "paper" (infini with the paper's memory: one delta step per segment, ELU+1 keys), "local" or
 "full" (the baselines, trained the same way).
 
@@ -13,7 +14,7 @@ change around steps 2,000–3,000 of 4,000. Presets: "" (infini with the gated d
 import ml_collections
 
 from infini_jax.config import base_config, override, preset
-from infini_jax.defaults import GATED_DELTA
+from infini_jax.defaults import DELTA_L2, GATED_DELTA
 
 # base_config()'s memory: the paper's.
 PAPER_MEMORY = {k: base_config().model[k.removeprefix("model.")] for k in GATED_DELTA}
@@ -21,6 +22,7 @@ PAPER_MEMORY = {k: base_config().model[k.removeprefix("model.")] for k in GATED_
 PRESETS = {
     "": {},
     "gated": {},  # the default's memory (kept as a name: results files and docs quote it)
+    "delta_l2": DELTA_L2,  # the study's best arm (docs/study.md, table m)
     "paper": PAPER_MEMORY,  # the paper's memory, base_config()'s (the tiny default until #33)
     "local": {"model.attention": "local"},
     "full": {"model.attention": "full"},

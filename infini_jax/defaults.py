@@ -5,15 +5,18 @@ take their fields from here, and docs/config.md's tables are generated from thes
 
 import ml_collections
 
-# The gated delta rule (docs/study.md, table m): the exact delta rule over each segment, L2
-# keys and queries, a write strength per token and a data-dependent decay per segment. The
-# presets named "gated" (configs/tiny.py, study.py, llama_300m_infini.py) apply these fields.
-GATED_DELTA = {
+# The exact delta rule over each segment with L2-normalised keys and queries, no write strength
+# and no decay: table m's best arm (docs/study.md). The presets named "delta_l2"
+# (configs/tiny.py, study.py, llama_300m_infini.py) apply these fields.
+DELTA_L2 = {
     "model.memory_update": "exact_delta",
     "model.memory_features": "l2",
-    "model.write_strength": True,
-    "model.decay": "data",
+    "model.write_strength": False,
+    "model.decay": "none",
 }
+# The gated delta rule (docs/study.md, table m): DELTA_L2 with a write strength per token and a
+# data-dependent decay per segment; the presets named "gated" apply these fields.
+GATED_DELTA = {**DELTA_L2, "model.write_strength": True, "model.decay": "data"}
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -30,6 +30,10 @@ def test_presets_set_what_they_say():
     assert load_config(config_path("llama_300m_baseline.py")).model.attention == "full"
     assert load_config(config_path("llama_300m_infini.py:linear")).model.memory_update == "linear"
     assert load_config(config_path("tiny.py:local")).model.attention == "local"
+    for name in ("tiny.py:delta_l2", "study.py:delta_l2", "llama_300m_infini.py:delta_l2"):
+        m = load_config(config_path(name)).model  # the study's best arm, on every base
+        memory = (m.memory_update, m.memory_features, m.write_strength, m.decay)
+        assert memory == ("exact_delta", "l2", False, "none"), name
     with pytest.raises(ValueError, match="unknown preset 'bogus'"):
         load_config(config_path("tiny.py:bogus"))
 

@@ -20,7 +20,7 @@ configs/sweeps/study_memory_long.py.
 from study_common import EVALS as COMMON_EVALS
 from study_common import PASSKEY, SEEDS
 
-from infini_jax.defaults import GATED_DELTA
+from infini_jax.defaults import DELTA_L2, GATED_DELTA
 
 # The study's evaluations, and passkey at 64× the training length (16,384 tokens = 256
 # segments, 40 samples: under a minute per run on CPU, so every arm gets it, not only the
@@ -35,6 +35,7 @@ L2 = {**EXACT, "model.memory_features": "l2"}
 BETA = {**L2, "model.write_strength": True}
 GATED = {**BETA, "model.decay": "data"}  # the full gated delta rule, α once per segment
 assert GATED == GATED_DELTA  # the presets named "gated" are this arm
+assert {**DELTA_L2, **L2} == DELTA_L2  # and those named "delta_l2" this one (defaults aside)
 ARMS = [
     GATED,
     L2,
