@@ -1,10 +1,11 @@
 r"""Study table m, part 2: the best arm of study_memory.py trained at 4× the training length
-(1,024 tokens = 16 segments of 64), since forgetting is learned only from long enough sequences.
+(1,024 tokens = 16 segments of 64): what a memory learns to keep (or to forget) over many
+compressions, it learns only from sequences that hold that many.
 
 The best arm is the exact delta with L2 keys (no β, no decay): with both seeds it found 91% and
 100% of the needles beyond the question's segment at 16× the training length, and 69% and 100%
-at 64×, ahead of every other arm (docs/study.md, table m). Today's memory is trained at the same
-length beside it.
+at 64×, ahead of every arm trained so far (docs/study.md, table m). Today's memory is trained at
+the same length beside it.
 
 Same budget as every study run: 4 sequences × 1,024 tokens per step (the others: 16 × 256), the
 same 3,000 steps, data and evaluations. The synthetic passkey documents grow with the training
