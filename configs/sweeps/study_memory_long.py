@@ -14,9 +14,9 @@ Two budgets:
   so the model sees as many passkey questions as every other arm (7 of 8 rows), with 4× the
   tokens (~4× the time).
 - **Same tokens** (seed 0 only, run first): 4 sequences × 1,024 tokens per step, the tokens of
-  every other arm's step. It trains on a quarter of the questions, and with this budget the
-  exact delta with L2 keys learned no retrieval at all (0% even with the needle in the
-  question's segment; docs/study.md), so it stays as that finding, not as the arm.
+  every other arm's step. It trains on a quarter of the questions, and with this budget
+  neither arm learned any retrieval (0% even with the needle in the question's segment;
+  docs/study.md), so it stays as that finding, not as the arm.
 
 Its runs share the root of configs/sweeps/study_memory.py:
 
@@ -31,12 +31,8 @@ LONG = {
     "data.synthetic.min_length": 768,
     "data.synthetic.max_length": 1024,
 }
-SAME_TOKENS = {  # in this order: the runs' names (their workdirs) follow it
-    "data.seq_len": 1024,
-    "data.batch_size": 4,
-    "data.synthetic.min_length": 768,
-    "data.synthetic.max_length": 1024,
-}
+# batch_size second: the runs' names (their workdirs) follow the keys' order.
+SAME_TOKENS = {"data.seq_len": 1024, "data.batch_size": 4, **LONG}
 ARMS = [L2, {}]  # the best arm, and today's memory at the same length
 
 
